@@ -1,0 +1,320 @@
+"""Labelled image folders, CIFAR-10, deterministic subsets and loaders.
+
+Layouts understood by :func:`scan_folder`:
+
+* ``images/`` + ``labels.csv`` (columns ``file,label``; label is a class index), as in an
+  ImageNet validation sample;
+* ImageFolder: one sub-folder per class, classes sorted the torchvision way
+  (``sorted(os.scandir)`` by name), so indices match ``torchvision.datasets.ImageFolder``;
+* a flat folder of images without labels (for label-free distillation and calibration).
+
+Paths always come from the user (CLI flag, environment variable or the dashboard).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from compress.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+
+def cache_dir() -> Path:
+    """Where derived data (unpacked tarballs, decoded tensors) is kept.
+
+    ``COMPRESSION_LAB_CACHE`` overrides the default ``~/.cache/compression-lab``.
+    """
+    root = Path(os.environ.get("COMPRESSION_LAB_CACHE", Path.home() / ".cache" / "compression-lab"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """What a folder holds: image paths, integer labels (or None) and class names."""
+    root: Path
+    layout: str                       # "labels.csv", "imagefolder" or "unlabelled"
+    paths: tuple[Path, ...]
+    labels: Optional[tuple[int, ...]]
+    classes: Optional[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def subset(self, indices: Sequence[int]) -> "ImageList":
+        idx = [int(i) for i in indices]
+        return ImageList(self.root, self.layout, tuple(self.paths[i] for i in idx),
+                         None if self.labels is None else tuple(self.labels[i] for i in idx),
+                         self.classes)
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_folder(path: str | os.PathLike, allow_unlabelled: bool = False) -> ImageList:
+    """Detect the layout of ``path`` and list its images. Raises DataError with a reason."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"Dataset folder {root} does not exist.")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder. Give the folder that holds the images "
+                        "(or, for CIFAR-10, the .tar.gz itself with the CIFAR-10 loader).")
+    labels_csv = root / "labels.csv"
+    if labels_csv.is_file():
+        return _scan_labels_csv(root, labels_csv)
+    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if subdirs:
+        paths, labels, classes = [], [], []
+        for name in subdirs:
+            files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
+            if not files:
+                continue
+            classes.append(name)
+            paths.extend(files)
+            labels.extend([len(classes) - 1] * len(files))
+        if paths:
+            return ImageList(root, "imagefolder", tuple(paths), tuple(labels), tuple(classes))
+    files = sorted(p for p in root.iterdir() if _is_image(p))
+    if files and allow_unlabelled:
+        return ImageList(root, "unlabelled", tuple(files), None, None)
+    if files:
+        raise DataError(
+            f"{root} holds {len(files)} images but no labels: add a labels.csv (file,label) "
+            "or put the images in one sub-folder per class.")
+    raise DataError(
+        f"No images found in {root}. Expected images/ + labels.csv, one sub-folder per class "
+        f"(ImageFolder), or image files ({', '.join(IMAGE_EXTENSIONS)}).")
+
+
+def _scan_labels_csv(root: Path, labels_csv: Path) -> ImageList:
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    paths, labels = [], []
+    try:
+        with open(labels_csv, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+                raise DataError(f"{labels_csv} must have a header with columns 'file' and 'label' "
+                                f"(found {reader.fieldnames}).")
+            for lineno, row in enumerate(reader, start=2):
+                try:
+                    label = int(row["label"])
+                except (TypeError, ValueError):
+                    raise DataError(f"{labels_csv} line {lineno}: label {row['label']!r} is not an "
+                                    "integer class index.") from None
+                if label < 0:
+                    raise DataError(f"{labels_csv} line {lineno}: label {label} is negative.")
+                p = image_dir / row["file"]
+                if not p.is_file():
+                    raise DataError(f"{labels_csv} line {lineno}: image {p} does not exist.")
+                paths.append(p)
+                labels.append(label)
+    except UnicodeDecodeError:
+        raise DataError(f"{labels_csv} is not a text CSV file.") from None
+    if not paths:
+        raise DataError(f"{labels_csv} lists no images.")
+    return ImageList(root, "labels.csv", tuple(paths), tuple(labels), None)
+
+
+def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
+    """Return the folder of one CIFAR-10 split (ImageFolder layout) from what the user gave.
+
+    Accepts the ``cifar10-jpeg.tar.gz`` tarball (unpacked once into the cache), a folder
+    holding ``cifar10/<split>`` or ``<split>``, or the split folder itself.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"CIFAR-10 split must be 'train' or 'test', not {split!r}.")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"CIFAR-10 path {p} does not exist.")
+    if p.is_file():
+        if not tarfile.is_tarfile(p):
+            raise DataError(f"{p} is neither a folder nor a tar archive of CIFAR-10.")
+        digest = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
+        target = cache_dir() / f"cifar10-{digest}"
+        done = target / ".unpacked"
+        if not done.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(p) as tar:
+                tar.extractall(target, filter="data")
+            done.touch()
+        p = target
+    for candidate in (p / "cifar10" / split, p / split, p):
+        if candidate.is_dir() and all((candidate / c).is_dir() for c in CIFAR10_CLASSES):
+            return candidate
+    raise DataError(f"No CIFAR-10 '{split}' split found under {path}: expected "
+                    f"cifar10/{split}/<class>/*.jpg with the ten class folders.")
+
+
+def download_cifar10(split: str = "test", root: Optional[Path] = None):
+    """torchvision's own CIFAR-10 download, for users who are online."""
+    import torchvision
+    root = root or cache_dir() / "torchvision-cifar10"
+    try:
+        return torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"Could not download CIFAR-10 ({type(e).__name__}: {e}). Offline? "
+                        "Give a local folder or the cifar10 .tar.gz instead.") from None
+
+
+def open_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"Cannot read image {path}: {e}") from None
+
+
+class ImageListDataset(Dataset):
+    """Applies the model's own transform to each image; returns (tensor, label or -1)."""
+
+    def __init__(self, images: ImageList, transform: Callable[[Image.Image], torch.Tensor]):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = self.transform(open_rgb(self.images.paths[i]))
+        y = -1 if self.images.labels is None else self.images.labels[i]
+        return x, y
+
+
+def subset_indices(n: int, limit: Optional[int] = None, seed: int = 0) -> list[int]:
+    """A deterministic random subset of ``range(n)`` of size ``limit`` (all when None)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit <= 0:
+        raise DataError(f"--limit must be positive, not {limit}.")
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n, size=limit, replace=False).tolist())
+
+
+def calibration_eval_split(n: int, n_calibration: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A fixed, disjoint split of ``range(n)``: calibration/training images vs evaluation images.
+
+    The same (n, n_calibration, seed) always gives the same split, so accuracy is never
+    reported on an image used for calibration.
+    """
+    if not 0 <= n_calibration < n:
+        raise DataError(f"Cannot keep {n_calibration} of {n} images for calibration and still "
+                        "have images left to evaluate on.")
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[:n_calibration].tolist()), sorted(perm[n_calibration:].tolist())
+
+
+def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
+                workers: Optional[int] = None, seed: int = 0) -> DataLoader:
+    if workers is None:
+        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      generator=g, persistent_workers=False)
+
+
+def decode_to_tensor(images: ImageList, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every image once into a uint8 N×3×size×size tensor (cached on disk).
+
+    Used for small-image training (CIFAR-10), where decoding JPEGs each epoch would cost
+    more than the model's own work on a CPU.
+    """
+    key = hashlib.sha1(("\n".join(map(str, images.paths)) + f"|{size}").encode()).hexdigest()[:16]
+    cached = cache_dir() / f"decoded-{key}.pt"
+    if cached.exists():
+        blob = torch.load(cached, weights_only=True)
+        return blob["x"], blob["y"]
+    x = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for i, p in enumerate(images.paths):
+        im = open_rgb(p)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        x[i] = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
+    y = torch.tensor(images.labels if images.labels is not None else [-1] * len(images))
+    torch.save({"x": x, "y": y}, cached)
+    return x, y
+
+
+class TensorBatches:
+    """Mini-batches from an in-memory uint8 image tensor, normalised on the fly.
+
+    ``augment`` applies the standard CIFAR augmentation (4-pixel padded random crop and a
+    horizontal flip) per image, on tensors, so no worker processes are needed.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean, std,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self.shuffle, self.augment = shuffle, augment
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+    def _augment(self, xb: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = xb.shape
+        padded = torch.nn.functional.pad(xb, (4, 4, 4, 4))
+        dx = torch.randint(0, 9, (n,), generator=self.generator)
+        dy = torch.randint(0, 9, (n,), generator=self.generator)
+        flip = torch.rand(n, generator=self.generator) < 0.5
+        out = torch.empty_like(xb)
+        for i in range(n):
+            crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+            out[i] = crop.flip(-1) if flip[i] else crop
+        return out
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            xb = self.x[idx].float()
+            if self.augment:
+                xb = self._augment(xb)
+            xb = (xb - self.mean) / self.std
+            yield xb.to(self.device, non_blocking=True), self.y[idx].to(self.device, non_blocking=True)
+
+
+def open_labelled(path: str | os.PathLike, split: str = "test") -> ImageList:
+    """A labelled set from any of the accepted forms: a CIFAR-10 tarball or tree (its
+    ``split``), a labels.csv folder or an ImageFolder."""
+    p = Path(path).expanduser()
+    if p.is_file() and tarfile.is_tarfile(p):
+        return scan_folder(resolve_cifar10(p, split))
+    if p.is_dir() and ((p / "cifar10" / split).is_dir() or (p / split / CIFAR10_CLASSES[0]).is_dir()):
+        return scan_folder(resolve_cifar10(p, split))
+    return scan_folder(p)
+
+
+def eval_loader(images: ImageList, transform, limit: Optional[int] = None, seed: int = 0,
+                batch_size: int = 64, exclude: Sequence[int] = (),
+                workers: Optional[int] = None) -> tuple[DataLoader, ImageList]:
+    """A deterministic evaluation loader over ``images`` (minus ``exclude``, e.g. the
+    calibration images), limited to ``limit`` images chosen by ``seed``."""
+    keep = [i for i in range(len(images)) if i not in set(exclude)]
+    chosen = [keep[i] for i in subset_indices(len(keep), limit, seed)]
+    sub = images.subset(chosen)
+    return make_loader(ImageListDataset(sub, transform), batch_size=batch_size,
+                       workers=workers), sub

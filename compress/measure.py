@@ -1,0 +1,309 @@
+"""Measurements: the numbers every other page is judged by.
+
+Every figure here is measured in this process, on this machine:
+
+* params / nonzero params: counted from the model's tensors;
+* size: the real bytes of ``torch.save(state_dict)`` (``torch.jit.save`` for TorchScript),
+  plus the same bytes gzip-compressed (what a zip or app store download costs);
+* MACs: ultralytics-thop at the model's input size, batch 1;
+* latency: ``warmup`` untimed runs, then ``runs`` timed runs; median and p90 in ms, with
+  batch, device and thread count (CUDA is synchronised around every run);
+* peak memory: the allocator's peak during one forward pass (CUDA: max_memory_allocated;
+  CPU: torch.profiler's memory events);
+* accuracy: top-1/top-5 with n and a 95% Wilson interval, in percent.
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.progress import Cancel, Cancelled, OnProgress, emit
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion, in percent."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
+
+
+@dataclass
+class Latency:
+    median: float      # ms
+    p90: float         # ms
+    mean: float        # ms
+    batch: int
+    device: str
+    threads: int
+    runs: int
+    warmup: int
+
+
+@dataclass
+class Accuracy:
+    top1: float                     # percent
+    top5: Optional[float]           # percent (None with fewer than 5 classes)
+    n: int
+    ci95: tuple[float, float]       # Wilson interval of top-1, percent
+    correct1: int = 0
+    correct5: int = 0
+
+
+@dataclass
+class Profile:
+    model: str
+    params: int
+    nonzero_params: int
+    size_bytes: int
+    size_gzip_bytes: int
+    macs: Optional[int]
+    input_size: tuple[int, int, int]
+    latency_ms: Optional[Latency] = None
+    peak_memory_bytes: Optional[int] = None
+    accuracy: Optional[Accuracy] = None
+    weights: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if self.accuracy is not None:
+            d["accuracy"]["ci95"] = list(self.accuracy.ci95)
+        d["input_size"] = list(self.input_size)
+        return d
+
+
+# ------------------------------------------------------------------ static counts
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, nonzero parameters)."""
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+    return total, nonzero
+
+
+def serialized_bytes(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    if isinstance(model, torch.jit.ScriptModule):
+        torch.jit.save(model, buf)
+    else:
+        torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def serialized_size(model: nn.Module) -> tuple[int, int]:
+    """(bytes of the saved file, bytes after gzip level 6)."""
+    raw = serialized_bytes(model)
+    return len(raw), len(gzip.compress(raw, compresslevel=6))
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> Optional[int]:
+    """Multiply-accumulates for one image, counted by ultralytics-thop (None for TorchScript)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return None
+    import thop
+    m = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        macs, _ = thop.profile(m, inputs=(torch.zeros(1, *input_size),), verbose=False)
+    return int(macs)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    in_channels: Optional[int]
+    out_channels: Optional[int]
+    kernel: str
+    params: int
+    macs: int
+
+
+def layer_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerRow]:
+    """One row per leaf layer that has parameters or MACs, in execution-graph order.
+
+    MACs per layer come from thop's per-layer report, so the rows add up to ``count_macs``.
+    """
+    import thop
+    m = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        _, _, info = thop.profile(m, inputs=(torch.zeros(1, *input_size),), verbose=False,
+                                  ret_layer_info=True)
+    macs_by_name: dict[str, float] = {}
+
+    def walk(prefix: str, d: dict):
+        for k, (ops, _params, sub) in d.items():
+            name = f"{prefix}.{k}" if prefix else k
+            if sub:
+                walk(name, sub)
+            else:
+                macs_by_name[name] = ops
+    walk("", info)
+    rows = []
+    for name, mod in model.named_modules():
+        if list(mod.children()):
+            continue
+        params = sum(p.numel() for p in mod.parameters(recurse=False))
+        macs = int(macs_by_name.get(name, 0))
+        if params == 0 and macs == 0:
+            continue
+        cin = getattr(mod, "in_channels", getattr(mod, "in_features", getattr(mod, "num_features", None)))
+        cout = getattr(mod, "out_channels", getattr(mod, "out_features", getattr(mod, "num_features", None)))
+        k = getattr(mod, "kernel_size", None)
+        kernel = "x".join(map(str, k)) if isinstance(k, tuple) else ("" if k is None else str(k))
+        groups = getattr(mod, "groups", 1)
+        if groups and groups > 1:
+            kernel += f" (groups={groups})"
+        rows.append(LayerRow(name, type(mod).__name__, cin, cout, kernel, params, macs))
+    return rows
+
+
+# ------------------------------------------------------------------ timing
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int, int], device: torch.device,
+                    batch: int = 1, warmup: int = 10, runs: int = 50,
+                    threads: Optional[int] = None, on_progress: Optional[OnProgress] = None,
+                    cancel: Optional[Cancel] = None) -> Latency:
+    """Median and p90 wall time of ``model(x)`` over ``runs`` timed runs after ``warmup``."""
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = model.to(device).eval()
+        x = torch.randn(batch, *input_size, device=device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("latency measurement cancelled")
+                sync()
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000)
+                if i % 5 == 0:
+                    emit(on_progress, "latency", (i + 1) / (warmup + runs),
+                         f"timing run {i + 1}/{warmup + runs}")
+        return Latency(median=float(statistics.median(times)),
+                       p90=float(np.percentile(times, 90)), mean=float(np.mean(times)),
+                       batch=batch, device=str(device), threads=torch.get_num_threads(),
+                       runs=runs, warmup=warmup)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def measure_peak_memory(model: nn.Module, input_size: tuple[int, int, int],
+                        device: torch.device, batch: int = 1) -> Optional[int]:
+    """Peak bytes the allocator held during one forward pass, above what was held before.
+
+    On CUDA this is ``max_memory_allocated``; on CPU it is the running sum of
+    torch.profiler's allocation/free events, i.e. activations and workspaces (weights
+    already allocated are not counted).
+    """
+    model = model.to(device).eval()
+    x = torch.randn(batch, *input_size, device=device)
+    with torch.inference_mode():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            model(x)
+            torch.cuda.synchronize()
+            return int(torch.cuda.max_memory_allocated(device) - base)
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(x)
+    # Ops report the bytes they allocated (self, excluding children); "[memory]" events
+    # report frees that happen between ops. Their running sum in time order is the live
+    # allocation; its maximum is the peak.
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    if not events:
+        return None
+    current = peak = 0
+    for e in events:
+        current += e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return int(peak)
+
+
+# ------------------------------------------------------------------ accuracy
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: Optional[int] = None,
+             on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None) -> Accuracy:
+    """Top-1/top-5 over labelled batches (labels < 0 are skipped), with a 95% interval."""
+    model = model.to(device).eval()
+    c1 = c5 = n = 0
+    num_classes = None
+    for i, (x, y) in enumerate(batches):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("evaluation cancelled")
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        num_classes = logits.shape[1]
+        keep = y >= 0
+        logits, y = logits[keep], y[keep]
+        k = min(5, num_classes)
+        top = logits.topk(k, dim=1).indices
+        c1 += int((top[:, 0] == y).sum())
+        c5 += int((top == y[:, None]).any(dim=1).sum())
+        n += int(y.numel())
+        if total:
+            emit(on_progress, "accuracy", min(1.0, n / total), f"evaluated {n}/{total} images")
+    if n == 0:
+        from compress.errors import DataError
+        raise DataError("The dataset has no labelled images to measure accuracy on.")
+    lo, hi = wilson_interval(c1, n)
+    top5 = 100.0 * c5 / n if (num_classes or 0) >= 5 else None
+    return Accuracy(top1=100.0 * c1 / n, top5=top5, n=n, ci95=(lo, hi), correct1=c1, correct5=c5)
+
+
+def check_labels_fit(labels: Iterable[int], num_classes: int, model_name: str) -> None:
+    from compress.errors import DataError
+    mx = max(labels, default=-1)
+    if mx >= num_classes:
+        raise DataError(f"The dataset has label {mx}, but {model_name} has only {num_classes} "
+                        "classes: this data does not belong to this model.")
+
+
+# ------------------------------------------------------------------ all together
+
+def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
+                  device: torch.device, batch: int = 1, runs: int = 50, warmup: int = 10,
+                  threads: Optional[int] = None, eval_batches: Optional[Iterable] = None,
+                  eval_total: Optional[int] = None, weights: str = "",
+                  on_progress: Optional[OnProgress] = None,
+                  cancel: Optional[Cancel] = None) -> Profile:
+    """Measure everything about one model. The model is not changed (it is moved to ``device``)."""
+    emit(on_progress, "static", 0.0, "counting parameters, bytes and MACs")
+    params, nonzero = count_params(model)
+    size, size_gz = serialized_size(model)
+    macs = count_macs(model, input_size)
+    lat = measure_latency(model, input_size, device, batch=batch, warmup=warmup, runs=runs,
+                          threads=threads, on_progress=on_progress, cancel=cancel)
+    mem = measure_peak_memory(model, input_size, device, batch=batch)
+    acc = None
+    if eval_batches is not None:
+        acc = evaluate(model, eval_batches, device, total=eval_total, on_progress=on_progress,
+                       cancel=cancel)
+    emit(on_progress, "done", 1.0, "profile complete")
+    return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=size,
+                   size_gzip_bytes=size_gz, macs=macs, input_size=tuple(input_size),
+                   latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights)

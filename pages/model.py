@@ -1,0 +1,98 @@
+"""Model page: the baseline profile, per-layer table and charts."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from compress import charts
+from compress import data as D
+from compress.errors import CompressError
+from compress.measure import (check_labels_fit, count_macs, count_params, layer_table,
+                              profile_model, serialized_size)
+from pages.common import current_device, data_settings, require_model
+
+loaded = require_model()
+spec = loaded.spec
+st.title(f"Model: {spec.name}")
+st.caption(f"{spec.description}  \nWeights: {loaded.weights_origin}")
+key = st.session_state.get("model_key", spec.name)
+
+
+@st.cache_data(show_spinner="Counting parameters, bytes and MACs…", max_entries=16)
+def static_figures(_model, key: str, input_size):
+    params, nonzero = count_params(_model)
+    size, gz = serialized_size(_model)
+    macs = count_macs(_model, input_size)
+    rows = None if macs is None else layer_table(_model, input_size)
+    return params, nonzero, size, gz, macs, rows
+
+
+params, nonzero, size, gz, macs, rows = static_figures(loaded.model, key, spec.input_size)
+c = st.columns(5)
+c[0].metric("Parameters", f"{params / 1e6:.2f} M")
+c[1].metric("Nonzero parameters", f"{nonzero / 1e6:.2f} M")
+c[2].metric("Size (torch.save)", f"{size / 1e6:.2f} MB", help="Real serialized bytes of the state_dict.")
+c[3].metric("Size (gzip)", f"{gz / 1e6:.2f} MB", help="The same bytes gzip-compressed: what a download costs.")
+c[4].metric("MACs / image", "n/a" if macs is None else f"{macs / 1e9:.3f} G",
+            help=f"Multiply-accumulates at {spec.input_size[1]}×{spec.input_size[2]}, counted by thop.")
+
+st.subheader("Measured profile")
+st.write("Latency is timed here, now, on the chosen device; accuracy on the images chosen in the sidebar.")
+with st.expander("Measurement settings"):
+    s = st.columns(3)
+    batch = s[0].number_input("Batch size", 1, 256, 1, key="prof_batch")
+    runs = s[1].number_input("Timed runs", 5, 1000, 50, key="prof_runs")
+    warmup = s[2].number_input("Warm-up runs", 1, 100, 10, key="prof_warmup")
+
+if st.button("Measure latency and accuracy", type="primary", key="measure"):
+    device = current_device()
+    if device is not None:
+        bar = st.progress(0.0, text="starting")
+        try:
+            path, limit, seed = data_settings()
+            batches = total = None
+            if path:
+                images = D.open_labelled(path)
+                check_labels_fit(images.labels or [], spec.num_classes, spec.name)
+                batches, sub = D.eval_loader(images, spec.preprocess.transform(), limit=limit, seed=seed,
+                                             workers=0)
+                total = len(sub)
+            prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=int(batch),
+                                 runs=int(runs), warmup=int(warmup), eval_batches=batches,
+                                 eval_total=total, weights=loaded.weights_note,
+                                 on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
+            st.session_state.setdefault("profiles", {})[key] = prof
+            bar.empty()
+        except CompressError as e:
+            bar.empty()
+            st.error(str(e))
+
+prof = st.session_state.get("profiles", {}).get(key)
+if prof is None:
+    st.info("Press **Measure** to time the model and, with a dataset in the sidebar, measure accuracy.")
+else:
+    lat = prof.latency_ms
+    table = [
+        ("Latency, median", f"{lat.median:.2f} ms", f"{lat.runs} timed runs after {lat.warmup} warm-up; batch {lat.batch}, {lat.device}, {lat.threads} threads"),
+        ("Latency, p90", f"{lat.p90:.2f} ms", "90th percentile of the same runs"),
+        ("Peak activation memory", "n/a" if prof.peak_memory_bytes is None else f"{prof.peak_memory_bytes / 1e6:.2f} MB", "allocator peak during one forward pass"),
+    ]
+    if prof.accuracy is not None:
+        a = prof.accuracy
+        table.append(("Top-1 accuracy", f"{a.top1:.2f}%", f"n = {a.n} images, 95% interval {a.ci95[0]:.1f}–{a.ci95[1]:.1f}%"))
+        if a.top5 is not None:
+            table.append(("Top-5 accuracy", f"{a.top5:.2f}%", f"n = {a.n}"))
+    else:
+        table.append(("Accuracy", "not measured", "choose a labelled dataset in the sidebar"))
+    st.dataframe(pd.DataFrame(table, columns=["measure", "value", "how it was measured"]),
+                 hide_index=True, width="stretch")
+
+if rows:
+    st.subheader("Layers")
+    st.dataframe(pd.DataFrame([r.__dict__ for r in rows]), hide_index=True, width="stretch",
+                 height=320)
+    left, right = st.columns(2)
+    left.plotly_chart(charts.layer_bars(rows, "params", "Parameters per layer"), width="stretch")
+    right.plotly_chart(charts.layer_bars(rows, "macs", "MACs per layer"), width="stretch")
+else:
+    st.info("Per-layer figures are not available for a TorchScript model.")
