@@ -37,7 +37,10 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
             im.load()                               # decodes; raises on truncation
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} has more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; the limit "
+                         f"is {MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first.") from None
+    except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP or BMP expected).") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} is damaged or truncated and cannot be decoded ({e}).") from None

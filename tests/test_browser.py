@@ -1,0 +1,71 @@
+"""One real-browser test: Debian's chromium, driven by Playwright, against `streamlit run`."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--server.headless", "true"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it as root)")
+    pw = pytest.importorskip("playwright.sync_api")
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server, wait_until="networkidle")
+        page.get_by_text("MACs / image").wait_for(timeout=120_000)
+        page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
+        page.get_by_role("link", name="Classify").click()
+        page.get_by_text("Classify a photo").wait_for(timeout=60_000)
+        page.locator("input[type=file]").set_input_files(str(chelsea_png))
+        heading = page.get_by_text("Prediction:")
+        heading.wait_for(timeout=120_000)
+        text = heading.inner_text()
+        page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
+        if os.environ.get("SCREENSHOT_DIR"):
+            for name in ("model.png", "classify.png"):
+                shutil.copy(tmp_path / name, os.path.join(os.environ["SCREENSHOT_DIR"], name))
+        browser.close()
+    assert "cat" in text, text   # resnet18_cifar10 on scikit-image's photo of a cat

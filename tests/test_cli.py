@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "compress", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_profile_json_contract(imagenet_val):
+    r = run_cli("profile", "--model", "efficientnet_lite0", "--data", str(imagenet_val),
+                "--limit", "32", "--runs", "5", "--warmup", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("model", "params", "nonzero_params", "size_bytes", "macs", "latency_ms", "accuracy"):
+        assert key in out
+    assert out["params"] == 4_652_008
+    assert set(out["latency_ms"]) >= {"median", "p90", "batch", "device", "threads", "runs"}
+    assert out["latency_ms"]["runs"] == 5 and out["latency_ms"]["device"] == "cpu"
+    acc = out["accuracy"]
+    assert acc["n"] == 32 and acc["ci95"][0] <= acc["top1"] <= acc["ci95"][1] and acc["top1"] > 50
+
+
+def test_profile_without_data_has_null_accuracy_and_table_mode():
+    r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] is None
+    r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1")
+    assert r.returncode == 0 and "latency median / p90" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("profile", "--model", "nope"), "Unknown model"),
+    (("profile", "--model", "resnet18_cifar10", "--data", "/definitely/missing"), "does not exist"),
+    (("profile", "--checkpoint", "/definitely/missing.pt"), "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cuda_asked_for_but_absent():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run_cli("profile", "--model", "resnet18_cifar10", "--device", "cuda")
+    assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr

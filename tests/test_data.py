@@ -1,0 +1,90 @@
+import pytest
+from PIL import Image
+
+from compress import data as D
+from compress.errors import DataError
+
+
+def test_labels_csv_layout(imagenet_val):
+    images = D.scan_folder(imagenet_val)
+    assert images.layout == "labels.csv" and len(images) == 650
+    assert all(0 <= y < 1000 for y in images.labels)
+
+
+def _make_imagefolder(root, classes=("cat", "dog", "ant"), per=3):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_sorted_like_torchvision(tmp_path):
+    import torchvision
+    _make_imagefolder(tmp_path)
+    images = D.scan_folder(tmp_path)
+    tv = torchvision.datasets.ImageFolder(str(tmp_path))
+    assert list(images.classes) == tv.classes == ["ant", "cat", "dog"]
+    assert list(images.labels) == [y for _, y in tv.samples]
+
+
+def test_empty_and_malformed_folders_get_clear_messages(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        D.scan_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No images found"):
+        D.scan_folder(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(bad / "images" / "a.png")
+    (bad / "labels.csv").write_text("file,label\na.png,cat\n")
+    with pytest.raises(DataError, match="line 2.*not an integer"):
+        D.scan_folder(bad)
+    (bad / "labels.csv").write_text("name,class\na.png,1\n")
+    with pytest.raises(DataError, match="'file' and 'label'"):
+        D.scan_folder(bad)
+    (bad / "labels.csv").write_text("file,label\nmissing.png,1\n")
+    with pytest.raises(DataError, match="does not exist"):
+        D.scan_folder(bad)
+
+
+def test_unlabelled_folder(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
+    with pytest.raises(DataError, match="no labels"):
+        D.scan_folder(tmp_path)
+    assert D.scan_folder(tmp_path, allow_unlabelled=True).labels is None
+
+
+def test_subsets_are_deterministic_and_splits_disjoint():
+    a = D.subset_indices(1000, 50, seed=3)
+    assert a == D.subset_indices(1000, 50, seed=3) and len(set(a)) == 50
+    assert a != D.subset_indices(1000, 50, seed=4)
+    calib, ev = D.calibration_eval_split(650, 128, seed=0)
+    assert len(calib) == 128 and len(ev) == 522 and not set(calib) & set(ev)
+    assert (calib, ev) == D.calibration_eval_split(650, 128, seed=0)
+    with pytest.raises(DataError):
+        D.calibration_eval_split(10, 10)
+
+
+def test_cifar10_tarball_and_model_transforms(cifar_tar, tmp_path_factory):
+    from compress.zoo import ZOO
+    test_dir = D.resolve_cifar10(cifar_tar, "test")
+    images = D.open_labelled(cifar_tar)
+    assert len(images) == 10_000 and images.classes == D.CIFAR10_CLASSES
+    loader, sub = D.eval_loader(images, ZOO["resnet18_cifar10"].preprocess.transform(), limit=40,
+                                batch_size=16, workers=0)
+    x, y = next(iter(loader))
+    assert x.shape == (16, 3, 32, 32) and len(sub) == 40
+    assert abs(float(x.mean())) < 1.0  # normalised
+    assert test_dir.name == "test"
+
+
+def test_tensor_batches_augment_keeps_shapes():
+    import torch
+    x = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(10)
+    b = D.TensorBatches(x, y, 4, (0.5,) * 3, (0.25,) * 3, shuffle=True, augment=True)
+    batches = list(b)
+    assert len(batches) == len(b) == 3
+    assert sorted(torch.cat([yb for _, yb in batches]).tolist()) == list(range(10))
+    plain = next(iter(D.TensorBatches(x, y, 10, (0.5,) * 3, (0.25,) * 3)))[0]
+    assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.25, atol=1e-5)
