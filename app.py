@@ -7,7 +7,7 @@ from compress.device import available_devices
 from compress.zoo import ARCHITECTURES, ZOO, cifar10_asset_path
 from pages.common import UPLOAD, ModelChoice, default_data_path, load_choice, save_upload
 
-st.set_page_config(page_title="Compression Lab", page_icon="🗜️", layout="wide")
+st.set_page_config(page_title="Compression Lab", page_icon=":material/compress:", layout="wide")
 
 
 def _default_model() -> str:
@@ -18,10 +18,8 @@ def sidebar() -> None:
     st.sidebar.title("Compression Lab")
     st.sidebar.header("Model")
     names = list(ZOO) + [UPLOAD]
-    if "model_name" not in st.session_state:
-        st.session_state.model_name = _default_model()
     name = st.sidebar.selectbox(
-        "Model", names, key="model_name",
+        "Model", names, index=names.index(_default_model()), key="model_name",
         format_func=lambda n: "Upload a checkpoint…" if n == UPLOAD else n,
         help="The network to compress. Zoo entries come with trained weights.")
     choice = ModelChoice(name)
@@ -77,7 +75,7 @@ def sidebar() -> None:
 
 sidebar()
 pages = [
-    st.Page("pages/model.py", title="Model", icon="📊", default=True),
-    st.Page("pages/classify.py", title="Classify", icon="🖼️"),
+    st.Page("pages/model.py", title="Model", icon=":material/analytics:", default=True),
+    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
 ]
 st.navigation(pages).run()
