@@ -41,3 +41,13 @@ def chelsea_png(tmp_path_factory) -> Path:
 def lite0():
     from compress.zoo import load_model
     return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def cifar_asset() -> Path:
+    """The shipped, trained resnet18_cifar10 checkpoint (produced by train-baseline)."""
+    from compress.zoo import cifar10_asset_path
+    p = cifar10_asset_path()
+    if not p.is_file():
+        pytest.skip(f"{p} has not been trained yet (python -m compress train-baseline, see README)")
+    return p

@@ -14,19 +14,26 @@ def fresh(**state) -> AppTest:
     return at.run()
 
 
-def test_model_page_shows_static_figures_and_layer_charts():
+def test_model_page_shows_static_figures_and_layer_charts(cifar_asset):
     at = fresh()
     assert not at.exception
-    assert at.session_state["model_name"] == "resnet18_cifar10"   # the shipped trained model
+    assert at.sidebar.selectbox(key="model_name").value == "resnet18_cifar10"  # the shipped trained model
     labels = [m.label for m in at.metric]
     assert labels == ["Parameters", "Nonzero parameters", "Size (torch.save)", "Size (gzip)", "MACs / image"]
-    assert at.metric[0].value == "11.18 M"
+    assert at.metric[0].value == "11.18 M"          # resnet18 with a 10-class head
+    assert at.metric[4].value == "0.037 G"          # at 32x32
     assert len(at.get("plotly_chart")) == 2
-    assert at.sidebar.selectbox(key="model_name").value == "resnet18_cifar10"
     assert not at.error
 
 
-def test_measure_with_cifar_data_shows_accuracy_with_interval(cifar_tar):
+def test_efficientnet_page_figures():
+    at = fresh(model_name="efficientnet_lite0")
+    assert not at.exception and not at.error
+    assert at.metric[0].value == "4.65 M" and at.metric[4].value == "0.412 G"
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_measure_with_cifar_data_shows_accuracy_with_interval(cifar_tar, cifar_asset):
     at = fresh(data_path=str(cifar_tar), data_limit=50, prof_runs=5, prof_warmup=1)
     at.button(key="measure").click().run()
     assert not at.exception and not at.error

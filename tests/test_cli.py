@@ -26,7 +26,7 @@ def test_profile_json_contract(imagenet_val):
     assert acc["n"] == 32 and acc["ci95"][0] <= acc["top1"] <= acc["ci95"][1] and acc["top1"] > 50
 
 
-def test_profile_without_data_has_null_accuracy_and_table_mode():
+def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["accuracy"] is None
@@ -36,7 +36,7 @@ def test_profile_without_data_has_null_accuracy_and_table_mode():
 
 @pytest.mark.parametrize("args,needle", [
     (("profile", "--model", "nope"), "Unknown model"),
-    (("profile", "--model", "resnet18_cifar10", "--data", "/definitely/missing"), "does not exist"),
+    (("profile", "--model", "efficientnet_lite0", "--data", "/definitely/missing"), "does not exist"),
     (("profile", "--checkpoint", "/definitely/missing.pt"), "does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -48,5 +48,5 @@ def test_cuda_asked_for_but_absent():
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    r = run_cli("profile", "--model", "resnet18_cifar10", "--device", "cuda")
+    r = run_cli("profile", "--model", "efficientnet_lite0", "--device", "cuda")
     assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr

@@ -73,10 +73,8 @@ def test_efficientnet_lite0_is_real_and_offline(lite0, chelsea_png):
     assert pred.indices[0] in range(281, 286), pred.labels
 
 
-def test_shipped_cifar10_baseline_loads_and_records_its_accuracy():
-    path = zoo.cifar10_asset_path()
-    if not path.is_file():
-        pytest.fail("assets/resnet18_cifar10.pt is missing: the dashboard's default model")
+def test_shipped_cifar10_baseline_loads_and_records_its_accuracy(cifar_asset):
+    path = cifar_asset
     loaded = zoo.load_model("resnet18_cifar10")
     assert loaded.trained and loaded.spec.num_classes == 10
     side = json.loads(path.with_suffix(".json").read_text())
