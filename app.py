@@ -61,8 +61,8 @@ def sidebar() -> None:
     st.sidebar.header("Data")
     st.sidebar.text_input("Labelled images (folder or CIFAR-10 .tar.gz)", value=default_data_path(),
                           key="data_path",
-                          help="images/ + labels.csv, one sub-folder per class, or a CIFAR-10 "
-                               "tarball/folder. Used for accuracy.")
+                          help="images/ + labels.csv, one sub-folder per class, a CIFAR-10 "
+                               "tarball/folder, or torchvision:cifar10 to download it (online). Used for accuracy.")
     st.sidebar.number_input("Evaluate on at most N images", 10, 100000, 500, step=50, key="data_limit",
                             help="A fixed random subset (by seed), so runs compare on the same images.")
     st.sidebar.number_input("Subset seed", 0, 10000, 0, key="data_seed")

@@ -163,15 +163,29 @@ def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
                     f"cifar10/{split}/<class>/*.jpg with the ten class folders.")
 
 
-def download_cifar10(split: str = "test", root: Optional[Path] = None):
-    """torchvision's own CIFAR-10 download, for users who are online."""
+TORCHVISION_CIFAR10 = "torchvision:cifar10"
+
+
+def download_cifar10(split: str = "test", root: Optional[Path] = None) -> Path:
+    """torchvision's own CIFAR-10 download (for users who are online), written once as an
+    ImageFolder of PNGs in the cache so that it flows through the same code as local data."""
     import torchvision
     root = root or cache_dir() / "torchvision-cifar10"
+    target = root / "imagefolder" / split
+    if (target / ".complete").exists():
+        return target
     try:
-        return torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=True)
+        ds = torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=True)
     except Exception as e:  # network errors come in many types
         raise DataError(f"Could not download CIFAR-10 ({type(e).__name__}: {e}). Offline? "
                         "Give a local folder or the cifar10 .tar.gz instead.") from None
+    for name in ds.classes:
+        (target / name).mkdir(parents=True, exist_ok=True)
+    for i in range(len(ds)):
+        img, label = ds[i]
+        img.save(target / ds.classes[label] / f"{i:05d}.png")
+    (target / ".complete").touch()
+    return target
 
 
 def open_rgb(path: Path) -> Image.Image:
@@ -224,7 +238,9 @@ def calibration_eval_split(n: int, n_calibration: int, seed: int = 0) -> tuple[l
 def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
                 workers: Optional[int] = None, seed: int = 0) -> DataLoader:
     if workers is None:
-        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+        # In-process by default: a bad image then raises a plain DataError (worker processes
+        # wrap errors in tracebacks), and small CPUs gain little from workers.
+        workers = int(os.environ.get("COMPRESSION_LAB_WORKERS", "0"))
     g = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       generator=g, persistent_workers=False)
@@ -299,7 +315,9 @@ class TensorBatches:
 
 def open_labelled(path: str | os.PathLike, split: str = "test") -> ImageList:
     """A labelled set from any of the accepted forms: a CIFAR-10 tarball or tree (its
-    ``split``), a labels.csv folder or an ImageFolder."""
+    ``split``), a labels.csv folder, an ImageFolder, or ``torchvision:cifar10`` (download)."""
+    if str(path) == TORCHVISION_CIFAR10:
+        return scan_folder(download_cifar10(split))
     p = Path(path).expanduser()
     if p.is_file() and tarfile.is_tarfile(p):
         return scan_folder(resolve_cifar10(p, split))

@@ -88,3 +88,45 @@ def test_tensor_batches_augment_keeps_shapes():
     assert sorted(torch.cat([yb for _, yb in batches]).tolist()) == list(range(10))
     plain = next(iter(D.TensorBatches(x, y, 10, (0.5,) * 3, (0.25,) * 3)))[0]
     assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_torchvision_cifar10_download_path_becomes_an_imagefolder(tmp_path, monkeypatch):
+    """The online path, with torchvision's dataset class replaced by real images we made."""
+    import torchvision
+    monkeypatch.setenv("COMPRESSION_LAB_CACHE", str(tmp_path))
+
+    class FakeCIFAR10:
+        classes = list(D.CIFAR10_CLASSES)
+
+        def __init__(self, root, train, download):
+            assert download and not train
+
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (32, 32), (i * 10, 0, 0)), i % 10
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    images = D.open_labelled(D.TORCHVISION_CIFAR10)
+    assert len(images) == 20 and images.classes == D.CIFAR10_CLASSES
+    assert sorted(images.labels) == sorted(i % 10 for i in range(20))
+
+
+def test_download_failure_is_a_clear_message(tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setenv("COMPRESSION_LAB_CACHE", str(tmp_path))
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match="Could not download CIFAR-10.*Offline"):
+        D.open_labelled(D.TORCHVISION_CIFAR10)
+
+
+def test_a_corrupt_image_in_a_dataset_is_named(tmp_path):
+    from compress.zoo import ZOO
+    _make_imagefolder(tmp_path, per=1)
+    (tmp_path / "cat" / "0.png").write_bytes(b"not a png")
+    loader, _ = D.eval_loader(D.scan_folder(tmp_path), ZOO["resnet18_cifar10"].preprocess.transform())
+    with pytest.raises(DataError, match="Cannot read image .*0.png"):
+        list(loader)
