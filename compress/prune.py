@@ -1,0 +1,296 @@
+"""Structured (dependency-aware) channel pruning and unstructured magnitude pruning.
+
+Structured pruning uses torch-pruning's dependency graph, so removing output channels of
+one conv also removes the matching channels of its BN, of everything joined to it by a
+residual add, and of the next layer's input: the model really gets smaller and faster.
+No per-architecture code: the graph is traced from the model.
+
+Every function returns a new model; the caller's model is never changed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from compress.errors import CompressError
+
+CRITERIA = {
+    "l1": "L1 norm of each channel's weights (small weights matter less)",
+    "l2": "L2 norm of each channel's weights",
+    "bn_scale": "Size of the BatchNorm scale (gamma) of each channel",
+    "activation": "Mean absolute activation of each channel on real images",
+    "taylor": "Weight x gradient on a few real batches: estimated loss change if removed",
+    "fpgm": "Geometric median: channels most like the others are redundant",
+    "random": "Random choice: the control that every criterion should beat",
+}
+NEEDS_DATA = {"activation", "taylor"}
+
+
+class PruneError(CompressError):
+    """A pruning request that cannot be carried out (bad ratio, layer name, model)."""
+
+
+@dataclass(frozen=True)
+class StructuredConfig:
+    ratio: float = 0.5                          # fraction of channels removed per group (0..0.9)
+    criterion: str = "l1"
+    scope: str = "uniform"                      # "uniform": same ratio per layer; "global": ranked across layers
+    layer_ratios: tuple[tuple[str, float], ...] = ()   # per-layer overrides (layer name, ratio)
+    protected: Optional[tuple[str, ...]] = None         # None: the stem conv and the classifier
+    only_layers: tuple[str, ...] = ()                   # single-layer mode: prune just these
+    round_to: Optional[int] = None                      # keep channel counts multiples of this
+    seed: int = 0
+
+
+@dataclass
+class GroupReport:
+    """One prunable group: layers whose channels are removed together."""
+    root: str                          # the layer whose output channels define the group
+    coupled: list[str]                 # every layer touched (BN, residual partners, next convs)
+    scores: list[float]                # per-channel importance, normalised to max 1
+    removed: list[int]                 # channel indices removed
+    channels_before: int
+    channels_after: int
+
+
+@dataclass
+class ImportanceReport:
+    criterion: str
+    groups: list[GroupReport] = field(default_factory=list)
+
+    def by_root(self) -> dict[str, GroupReport]:
+        return {g.root: g for g in self.groups}
+
+
+def _module_names(model: nn.Module) -> dict[nn.Module, str]:
+    return {m: n for n, m in model.named_modules()}
+
+
+def default_protected(model: nn.Module) -> tuple[str, ...]:
+    """The stem (first conv) and the classifier (last Linear), found by order, not by name."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return tuple(x for x in (convs[:1] + linears[-1:]))
+
+
+def prunable_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _importance(criterion: str):
+    if criterion == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if criterion == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if criterion == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    if criterion == "activation":
+        return tp.importance.ActivationImportance()
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if criterion == "fpgm":
+        return tp.importance.FPGMImportance()
+    if criterion == "random":
+        return tp.importance.RandomImportance()
+    raise PruneError(f"Unknown criterion {criterion!r}. Choose one of: {', '.join(CRITERIA)}.")
+
+
+def _validate(model: nn.Module, cfg: StructuredConfig) -> None:
+    if not 0.0 <= cfg.ratio <= 0.9:
+        raise PruneError(f"Pruning ratio {cfg.ratio} is out of range: use 0 to 0.9 "
+                         "(1.0 would remove every channel).")
+    names = dict(model.named_modules())
+    for name, r in cfg.layer_ratios:
+        if name not in names:
+            raise PruneError(f"Layer {name!r} does not exist in this model.")
+        if not 0.0 <= r < 1.0:
+            raise PruneError(f"Ratio {r} for layer {name} would remove every channel: use 0 to 0.9.")
+    for name in tuple(cfg.only_layers) + tuple(cfg.protected or ()):
+        if name not in names:
+            raise PruneError(f"Layer {name!r} does not exist in this model.")
+        if not isinstance(names[name], (nn.Conv2d, nn.Linear)):
+            raise PruneError(f"Layer {name} is a {type(names[name]).__name__}; only Conv2d and "
+                             "Linear layers can be chosen for channel pruning.")
+    if not prunable_layers(model):
+        raise PruneError("This model has no Conv2d or Linear layer: nothing to prune.")
+
+
+def _make_pruner(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor):
+    names = dict(model.named_modules())
+    protected = default_protected(model) if cfg.protected is None else cfg.protected
+    ignored = [names[n] for n in protected]
+    ratio_dict = {}
+    if cfg.only_layers:
+        # single-layer mode: every other conv/linear is protected
+        ignored = [m for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Linear))
+                   and n not in cfg.only_layers]
+    for name, r in cfg.layer_ratios:
+        ratio_dict[names[name]] = r
+    try:
+        return tp.pruner.MetaPruner(
+            model, example, importance=_importance(cfg.criterion),
+            global_pruning=(cfg.scope == "global"), pruning_ratio=cfg.ratio,
+            pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored,
+            round_to=cfg.round_to, max_pruning_ratio=0.95)
+    except Exception as e:  # tracing failures name the op torch-pruning could not follow
+        raise PruneError(f"torch-pruning could not trace this model's dependencies: "
+                         f"{type(e).__name__}: {e}") from None
+
+
+def _prepare_data_criteria(model: nn.Module, pruner, criterion: str,
+                           batches: Optional[Iterable], n_batches: int = 4):
+    """Activation and Taylor scores need real images: run a few batches first."""
+    if criterion not in NEEDS_DATA:
+        return None
+    if batches is None:
+        raise PruneError(f"The {criterion!r} criterion measures the model on real images: "
+                         "choose a labelled dataset first.")
+    it = iter(batches)
+    if criterion == "activation":
+        ctx = pruner.importance.compute_importance(model)
+        ctx.__enter__()
+        with torch.no_grad():
+            for _ in range(n_batches):
+                try:
+                    x, _y = next(it)
+                except StopIteration:
+                    break
+                model(x)
+        return ctx
+    model.zero_grad()
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(n_batches):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            break
+        loss_fn(model(x), y).backward()
+    return None
+
+
+def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bool):
+    _validate(model, cfg)
+    torch.manual_seed(cfg.seed)
+    work = copy.deepcopy(model).cpu().eval()
+    example = torch.zeros(1, *input_size)
+    pruner = _make_pruner(work, cfg, example)
+    ctx = _prepare_data_criteria(work, pruner, cfg.criterion, batches)
+    names = _module_names(work)
+    report = ImportanceReport(cfg.criterion)
+    for group in pruner.step(interactive=True):
+        dep0, idxs = group[0]
+        root = dep0.target.module
+        before = tp.utils.count_prunable_out_channels(root) if hasattr(tp.utils, "count_prunable_out_channels") \
+            else (root.out_channels if isinstance(root, nn.Conv2d) else root.out_features)
+        # the yielded group holds only the channels to remove; score every channel
+        full = pruner.DG.get_pruning_group(root, dep0.handler, idxs=list(range(before)))
+        imp = pruner.estimate_importance(full)
+        coupled = []
+        for dep, _ in group:
+            n = names.get(dep.target.module)
+            if n is not None and n not in coupled:
+                coupled.append(n)
+        scores = imp.detach().float() if imp is not None else torch.zeros(before)
+        if scores.numel() and float(scores.max()) > 0:
+            scores = scores / scores.max()
+        report.groups.append(GroupReport(
+            root=names.get(root, str(root)), coupled=coupled, scores=scores.tolist(),
+            removed=sorted(int(i) for i in idxs), channels_before=int(before),
+            channels_after=int(before) - len(idxs)))
+        if apply:
+            group.prune()
+    if ctx is not None:
+        ctx.__exit__(None, None, None)
+    work.zero_grad(set_to_none=True)
+    for m in work.modules():
+        if hasattr(m, "_importance"):
+            del m._importance
+    return work, report
+
+
+def importance_report(model: nn.Module, cfg: StructuredConfig, input_size,
+                      batches: Optional[Iterable] = None) -> ImportanceReport:
+    """Per-group coupled layers, normalised channel scores and the channels ``cfg`` would
+    remove, without pruning (the model and its copy keep all channels)."""
+    _, report = _run(model, cfg, input_size, batches, apply=False)
+    return report
+
+
+def prune_structured(model: nn.Module, cfg: StructuredConfig, input_size,
+                     batches: Optional[Iterable] = None) -> tuple[nn.Module, ImportanceReport]:
+    """A physically smaller copy of ``model`` and the report of what was removed."""
+    pruned, report = _run(model, cfg, input_size, batches, apply=True)
+    for g in report.groups:
+        if g.channels_after <= 0:
+            raise PruneError(f"Pruning would remove every channel of {g.root}: lower the ratio.")
+    return pruned, report
+
+
+# ---------------------------------------------------------------- unstructured
+
+@dataclass(frozen=True)
+class UnstructuredConfig:
+    amount: float = 0.5                 # fraction of weights set to zero (0..0.95)
+    method: str = "l1"                  # "l1" (magnitude) or "random"
+    scope: str = "global"               # "global": one threshold for all layers; "layer": per layer
+    include_classifier: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SparsityReport:
+    layers: list[tuple[str, int, int]]    # (layer, zero weights, total weights)
+
+    @property
+    def global_sparsity(self) -> float:
+        zeros = sum(z for _, z, _ in self.layers)
+        total = sum(t for _, _, t in self.layers)
+        return zeros / total if total else 0.0
+
+
+def _weight_layers(model: nn.Module, include_classifier: bool) -> list[tuple[str, nn.Module]]:
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not include_classifier:
+        last_linear = [n for n, m in layers if isinstance(m, nn.Linear)][-1:]
+        layers = [(n, m) for n, m in layers if n not in last_linear]
+    return layers
+
+
+def sparsity(model: nn.Module, include_classifier: bool = True) -> SparsityReport:
+    return SparsityReport([(n, int((m.weight == 0).sum()), m.weight.numel())
+                           for n, m in _weight_layers(model, include_classifier)])
+
+
+def prune_unstructured(model: nn.Module, cfg: UnstructuredConfig) -> tuple[nn.Module, SparsityReport]:
+    """Zero the smallest (or random) weights of every Conv2d/Linear, made permanent.
+
+    The tensors keep their shapes: dense size and dense latency do not change. Only a
+    compressed file (gzip) or a sparse runtime gains from the zeros.
+    """
+    import torch.nn.utils.prune as tprune
+    if not 0.0 <= cfg.amount <= 0.95:
+        raise PruneError(f"Unstructured amount {cfg.amount} is out of range: use 0 to 0.95.")
+    if cfg.method not in ("l1", "random"):
+        raise PruneError(f"Unknown unstructured method {cfg.method!r}: use 'l1' or 'random'.")
+    work = copy.deepcopy(model).cpu().eval()
+    layers = _weight_layers(work, cfg.include_classifier)
+    if not layers:
+        raise PruneError("This model has no Conv2d or Linear weights to prune.")
+    torch.manual_seed(cfg.seed)
+    params = [(m, "weight") for _, m in layers]
+    if cfg.method == "l1" and cfg.scope == "global":
+        tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=cfg.amount)
+    else:
+        for m, name in params:
+            if cfg.method == "l1":
+                tprune.l1_unstructured(m, name, amount=cfg.amount)
+            else:
+                tprune.random_unstructured(m, name, amount=cfg.amount)
+    for m, name in params:
+        tprune.remove(m, name)     # permanent: plain weight tensors with zeros, no masks
+    return work, sparsity(work, cfg.include_classifier)
