@@ -73,9 +73,13 @@ def sidebar() -> None:
                               "'auto' picks the GPU when there is one.")
 
 
-sidebar()
 pages = [
     st.Page("pages/model.py", title="Model", icon=":material/analytics:", default=True),
     st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
 ]
-st.navigation(pages).run()
+# st.navigation must come before the sidebar's widgets: widgets created before it are
+# re-identified on every rerun and a change to them is silently dropped (measured on
+# streamlit 1.67 in a real browser).
+navigation = st.navigation(pages)
+sidebar()
+navigation.run()

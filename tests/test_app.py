@@ -86,3 +86,8 @@ def test_offline_resnet18_without_weights_explains_where_to_put_them(tmp_path, m
     at = fresh(model_name="resnet18")
     assert not at.exception
     assert any("resnet18-f37072fd.pth" in e.value for e in at.error)
+
+
+# Changing the sidebar's model picker is tested in tests/test_browser.py: AppTest (streamlit
+# 1.67) drops a changed value of a widget created after st.navigation(), which a real browser
+# applies, so an AppTest of it would test the harness, not the app.
