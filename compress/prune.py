@@ -44,6 +44,8 @@ class StructuredConfig:
     protected: Optional[tuple[str, ...]] = None         # None: the stem conv and the classifier
     only_layers: tuple[str, ...] = ()                   # single-layer mode: prune just these
     round_to: Optional[int] = None                      # keep channel counts multiples of this
+    target: str = "ratio"                               # "ratio", or "macs"/"params": search the ratio
+    target_reduction: float = 0.5                       # with target macs/params: fraction to remove
     seed: int = 0
 
 
@@ -223,12 +225,57 @@ def importance_report(model: nn.Module, cfg: StructuredConfig, input_size,
 
 def prune_structured(model: nn.Module, cfg: StructuredConfig, input_size,
                      batches: Optional[Iterable] = None) -> tuple[nn.Module, ImportanceReport]:
-    """A physically smaller copy of ``model`` and the report of what was removed."""
+    """A physically smaller copy of ``model`` and the report of what was removed.
+
+    With ``cfg.target`` "macs" or "params", the channel ratio is searched (bisection) until
+    the reduction is within 2 percentage points of ``cfg.target_reduction``.
+    """
+    if cfg.target in ("macs", "params"):
+        cfg = search_ratio(model, cfg, input_size, batches)
+    elif cfg.target != "ratio":
+        raise PruneError(f"Unknown target {cfg.target!r}: use 'ratio', 'macs' or 'params'.")
     pruned, report = _run(model, cfg, input_size, batches, apply=True)
     for g in report.groups:
         if g.channels_after <= 0:
             raise PruneError(f"Pruning would remove every channel of {g.root}: lower the ratio.")
     return pruned, report
+
+
+def _cost(model: nn.Module, what: str, input_size) -> float:
+    from compress.measure import count_macs, count_params
+    return float(count_macs(model, input_size) if what == "macs" else count_params(model)[0])
+
+
+def search_ratio(model: nn.Module, cfg: StructuredConfig, input_size,
+                 batches: Optional[Iterable] = None, tolerance: float = 0.02,
+                 max_steps: int = 12) -> StructuredConfig:
+    """The config with the channel ratio whose MACs/params reduction is closest to the
+    target (within ``tolerance``); a PruneError says so when the target is out of reach."""
+    from dataclasses import replace
+    if not 0.0 < cfg.target_reduction < 1.0:
+        raise PruneError(f"Target reduction {cfg.target_reduction} is out of range: use a fraction "
+                         "between 0 and 1 (0.5 = remove half).")
+    base = _cost(model, cfg.target, input_size)
+
+    def reduction(ratio: float) -> float:
+        pruned, _ = _run(model, replace(cfg, ratio=ratio, target="ratio"), input_size, batches, apply=True)
+        return 1.0 - _cost(pruned, cfg.target, input_size) / base
+    lo, hi = 0.0, 0.9
+    best = (float("inf"), 0.0, 0.0)
+    high_red = reduction(hi)
+    if high_red < cfg.target_reduction - tolerance:
+        raise PruneError(f"Even the largest channel ratio (0.9) removes only {100 * high_red:.0f}% of the "
+                         f"{cfg.target}; {100 * cfg.target_reduction:.0f}% is out of reach with these "
+                         "protected layers.")
+    for _ in range(max_steps):
+        mid = (lo + hi) / 2
+        red = reduction(mid)
+        if abs(red - cfg.target_reduction) < best[0]:
+            best = (abs(red - cfg.target_reduction), mid, red)
+        if best[0] <= tolerance:
+            break
+        lo, hi = (mid, hi) if red < cfg.target_reduction else (lo, mid)
+    return replace(cfg, ratio=round(best[1], 4), target="ratio")
 
 
 # ---------------------------------------------------------------- unstructured

@@ -398,7 +398,8 @@ ARTIFACT_FORMAT = "compression-lab/checkpoint-v1"
 def save_artifact(loaded: LoadedModel, path: str | os.PathLike, meta: Optional[dict] = None) -> Path:
     """The project's own checkpoint: architecture name, class count, zoo entry and weights.
 
-    Only tensors and plain data, so it loads back with ``weights_only=True``.
+    Only tensors and plain data, so it loads back with ``weights_only=True``. Channel-pruned
+    models round-trip too: loading resizes the layers to the saved shapes.
     """
     p = Path(path)
     blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
@@ -408,12 +409,48 @@ def save_artifact(loaded: LoadedModel, path: str | os.PathLike, meta: Optional[d
     return p
 
 
+def reshape_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize Conv2d / BatchNorm / Linear layers in place to the shapes in ``state``.
+
+    A channel-pruned model differs from its architecture only in these shapes, so this
+    rebuilds it from plain tensors (no pickled modules, ``weights_only=True`` safe).
+    """
+    for name, m in model.named_modules():
+        w = state.get(f"{name}.weight" if name else "weight")
+        if w is None or w.shape == getattr(m, "weight", torch.empty(0)).shape:
+            continue
+        if isinstance(m, nn.Conv2d):
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            m.out_channels = w.shape[0]
+            if depthwise:
+                m.groups = m.in_channels = w.shape[0]
+            else:
+                m.in_channels = w.shape[1] * m.groups
+            m.weight = nn.Parameter(torch.empty_like(w, dtype=torch.float32))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(w.shape[0]))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            c = w.shape[0]
+            m.num_features = c
+            m.weight = nn.Parameter(torch.empty(c))
+            m.bias = nn.Parameter(torch.empty(c))
+            m.running_mean = torch.zeros(c)
+            m.running_var = torch.ones(c)
+        elif isinstance(m, nn.Linear):
+            m.out_features, m.in_features = w.shape
+            m.weight = nn.Parameter(torch.empty_like(w, dtype=torch.float32))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(w.shape[0]))
+    return model
+
+
 def _load_artifact(blob: dict, p: Path) -> LoadedModel:
     arch, n = blob.get("arch"), blob.get("num_classes")
     if arch not in ARCHITECTURES or not isinstance(n, int):
         raise CheckpointError(f"{p.name} is a Compression Lab artifact with an unknown "
                               f"architecture {arch!r}.")
     model = build_architecture(arch, n)
+    reshape_to_state_dict(model, blob["state_dict"])
     load_state_into(model, blob["state_dict"], arch, n, source=str(p))
     entry = blob.get("zoo_entry")
     spec = ZOO[entry] if entry in ZOO and ZOO[entry].num_classes == n else _spec_for(None, arch, n)

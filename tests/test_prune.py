@@ -102,3 +102,31 @@ def test_unstructured_sparsity_matches_request(r18, amount, scope):
     assert count_params(p)[0] == count_params(r18)[0]          # dense shapes unchanged
     assert not any(n.endswith("_mask") for n, _ in p.named_buffers())   # permanent
     assert count_params(r18)[1] > count_params(p)[1]
+
+
+@pytest.mark.parametrize("what", ["macs", "params"])
+def test_target_reduction_is_hit_within_two_points(r18, what):
+    from compress.prune import _cost
+    p, _ = prune_structured(r18, StructuredConfig(target=what, target_reduction=0.4), (3, 32, 32))
+    red = 1 - _cost(p, what, (3, 32, 32)) / _cost(r18, what, (3, 32, 32))
+    assert abs(red - 0.4) <= 0.02, red
+
+
+def test_unreachable_target_says_so(r18):
+    with pytest.raises(PruneError, match="out of reach"):
+        prune_structured(r18, StructuredConfig(target="macs", target_reduction=0.99), (3, 32, 32))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_large", "efficientnet_lite0"])
+def test_pruned_model_saves_and_loads_back_identically(tmp_path, arch):
+    from compress import zoo
+    m = build_architecture(arch, 10).eval()
+    p, _ = prune_structured(m, StructuredConfig(ratio=0.4), (3, 64, 64))
+    spec = zoo.ModelSpec(name="t", description="", arch=arch, num_classes=10,
+                         preprocess=zoo.ZOO["resnet18"].preprocess, weights_source="test",
+                         categories=tuple(str(i) for i in range(10)))
+    path = zoo.save_artifact(zoo.LoadedModel(p, spec, "test"), tmp_path / "pruned.pt")
+    back = zoo.load_checkpoint(path)
+    x = torch.randn(2, 3, 64, 64)
+    assert count_params(back.model)[0] == count_params(p)[0] < count_params(m)[0]
+    assert torch.equal(back.model(x), p(x))
