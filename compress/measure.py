@@ -149,16 +149,17 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[Laye
     def walk(prefix: str, d: dict):
         for k, (ops, _params, sub) in d.items():
             name = f"{prefix}.{k}" if prefix else k
+            macs_by_name[name] = ops
             if sub:
                 walk(name, sub)
-            else:
-                macs_by_name[name] = ops
     walk("", info)
     rows = []
     for name, mod in model.named_modules():
-        if list(mod.children()):
-            continue
+        # A row is a leaf, or a layer with weights of its own that also has children (e.g.
+        # a Conv2d subclass holding its padding module): thop counts it as a whole.
         params = sum(p.numel() for p in mod.parameters(recurse=False))
+        if list(mod.children()) and params == 0:
+            continue
         macs = int(macs_by_name.get(name, 0))
         if params == 0 and macs == 0:
             continue

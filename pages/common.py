@@ -98,7 +98,3 @@ def data_settings() -> tuple[str, int, int]:
 
 def default_data_path() -> str:
     return os.environ.get("COMPRESSION_LAB_DATA", "")
-
-
-def show_error(e: Exception) -> None:
-    st.error(str(e))

@@ -6,8 +6,10 @@ import streamlit as st
 
 from compress import charts
 from compress import data as D
+import torch
+
 from compress.errors import CompressError
-from compress.measure import (check_labels_fit, count_macs, count_params, layer_table,
+from compress.measure import (check_labels_fit, count_params, layer_table,
                               profile_model, serialized_size)
 from pages.common import current_device, data_settings, require_model
 
@@ -22,9 +24,10 @@ key = st.session_state.get("model_key", spec.name)
 def static_figures(_model, key: str, input_size):
     params, nonzero = count_params(_model)
     size, gz = serialized_size(_model)
-    macs = count_macs(_model, input_size)
-    rows = None if macs is None else layer_table(_model, input_size)
-    return params, nonzero, size, gz, macs, rows
+    if isinstance(_model, torch.jit.ScriptModule):  # thop cannot walk TorchScript
+        return params, nonzero, size, gz, None, None
+    rows = layer_table(_model, input_size)
+    return params, nonzero, size, gz, sum(r.macs for r in rows), rows
 
 
 params, nonzero, size, gz, macs, rows = static_figures(loaded.model, key, spec.input_size)

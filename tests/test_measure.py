@@ -38,6 +38,14 @@ def test_layer_table_adds_up_to_total_macs():
     assert convs[0].name == "conv1" and convs[0].out_channels == 64 and convs[0].kernel == "7x7"
 
 
+def test_layer_table_counts_layers_that_have_children(lite0):
+    """efficientnet_lite0's convs are Conv2d subclasses holding a padding module."""
+    rows = M.layer_table(lite0.model, (3, 224, 224))
+    assert sum(r.macs for r in rows) == M.count_macs(lite0.model, (3, 224, 224))
+    assert sum(r.params for r in rows) == 4_652_008
+    assert "_conv_stem" in [r.name for r in rows]
+
+
 def test_latency_reports_method_and_scales_with_batch():
     m = torchvision.models.resnet18(num_classes=10)
     one = M.measure_latency(m, (3, 32, 32), torch.device("cpu"), batch=1, warmup=2, runs=7)
