@@ -60,7 +60,9 @@ def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png,
         page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first.click()
         page.get_by_role("option", name="efficientnet_lite0", exact=True).click()
         page.get_by_text("Model: efficientnet_lite0").wait_for(timeout=120_000)
+        page.get_by_text("4.65 M").first.wait_for(timeout=120_000)     # efficientnet_lite0's parameters
         page.get_by_text("MACs per layer").wait_for(timeout=120_000)
+        page.wait_for_timeout(1_000)
         page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
         page.get_by_role("link", name="Classify").click()
         page.get_by_text("Classify a photo").wait_for(timeout=60_000)
