@@ -331,7 +331,8 @@ def eval_loader(images: ImageList, transform, limit: Optional[int] = None, seed:
                 workers: Optional[int] = None) -> tuple[DataLoader, ImageList]:
     """A deterministic evaluation loader over ``images`` (minus ``exclude``, e.g. the
     calibration images), limited to ``limit`` images chosen by ``seed``."""
-    keep = [i for i in range(len(images)) if i not in set(exclude)]
+    excluded = set(exclude)
+    keep = [i for i in range(len(images)) if i not in excluded]
     chosen = [keep[i] for i in subset_indices(len(keep), limit, seed)]
     sub = images.subset(chosen)
     return make_loader(ImageListDataset(sub, transform), batch_size=batch_size,

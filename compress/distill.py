@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from compress.measure import evaluate
 from compress.progress import Cancel, Cancelled, OnProgress, emit
 
 
@@ -77,21 +77,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-
-
-@torch.no_grad()
-def evaluate_top1(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[int, int]:
-    """(correct, n) of top-1 predictions; labels < 0 are skipped."""
-    model.eval()
-    correct = n = 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        with _autocast(device, True):
-            pred = model(x).argmax(1)
-        keep = y >= 0
-        correct += int((pred[keep] == y[keep]).sum())
-        n += int(keep.sum())
-    return correct, n
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -168,8 +153,7 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
                      eta_s=total_left)
         val_acc = None
         if val_batches is not None:
-            c, n = evaluate_top1(model, val_batches, device)
-            val_acc = 100.0 * c / max(1, n)
+            val_acc = evaluate(model, val_batches, device).top1
         secs = time.perf_counter() - t0
         rec = EpochRecord(epoch + 1, loss_sum / seen, 100 * correct / seen, val_acc, secs,
                           seen / secs, opt.param_groups[0]["lr"])
@@ -230,9 +214,7 @@ def train_baseline_cifar10(data: str, out_dir: Path, epochs: int, batch_size: in
     check = build_architecture(spec.arch, spec.num_classes)
     check.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in
                            torch.load(pt, weights_only=True).items()})
-    c, n = evaluate_top1(check, test_b, torch.device("cpu"))
-    from compress.measure import wilson_interval
-    lo, hi = wilson_interval(c, n)
+    acc = evaluate(check, test_b, torch.device("cpu"))
     sidecar = {
         "model": "resnet18_cifar10", "architecture": "torchvision resnet18, 10-class head, 32x32 input",
         "file": pt.name, "bytes": pt.stat().st_size, "dtype": "float16 state_dict",
@@ -242,8 +224,8 @@ def train_baseline_cifar10(data: str, out_dir: Path, epochs: int, batch_size: in
                      "augmentation": "4-px padded random crop + horizontal flip",
                      "device": str(dev), "seconds": round(res.seconds, 1)},
         "history": [asdict(r) for r in res.history],
-        "test_accuracy": {"top1": round(100 * c / n, 2), "n": n,
-                          "ci95": [round(lo, 2), round(hi, 2)],
+        "test_accuracy": {"top1": round(acc.top1, 2), "n": acc.n,
+                          "ci95": [round(acc.ci95[0], 2), round(acc.ci95[1], 2)],
                           "measured_on": "the shipped fp16 file, loaded back to fp32, CPU"},
         "software": software_versions(),
         "command": f"python -m compress train-baseline resnet18_cifar10 --data DATA --epochs {epochs} "

@@ -47,13 +47,8 @@ class Preprocess:
     def transform(self) -> Callable:
         interp = {"bilinear": T.InterpolationMode.BILINEAR,
                   "bicubic": T.InterpolationMode.BICUBIC}[self.interpolation]
-        steps = []
-        if self.resize != self.crop or self.crop > 64:
-            steps.append(T.Resize(self.resize, interpolation=interp, antialias=True))
-        else:
-            steps.append(T.Resize((self.crop, self.crop), interpolation=interp, antialias=True))
-        steps += [T.CenterCrop(self.crop), T.ToTensor(), T.Normalize(self.mean, self.std)]
-        return T.Compose(steps)
+        return T.Compose([T.Resize(self.resize, interpolation=interp, antialias=True),
+                          T.CenterCrop(self.crop), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
 
 @dataclass(frozen=True)
@@ -174,16 +169,11 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_torchvision_weights(spec: ModelSpec, user_file: Optional[str | os.PathLike] = None,
-                                download: bool = True) -> Path:
-    """Find the weights file for a torchvision zoo entry, in the documented order."""
+def resolve_torchvision_weights(spec: ModelSpec, download: bool = True) -> Path:
+    """Find the weights file for a torchvision zoo entry, in the documented order (a file
+    the user names is handled by ``load_model(weights=...)`` before this is called)."""
     assert spec.weights_file and spec.weights_url
     candidates: list[Path] = []
-    if user_file:
-        p = Path(user_file).expanduser()
-        if not p.is_file():
-            raise WeightsUnavailable(f"The weights file {p} does not exist.")
-        return p
     env_file = os.environ.get("COMPRESSION_LAB_WEIGHTS")
     if env_file and Path(env_file).is_file() and Path(env_file).name == spec.weights_file:
         return Path(env_file)
@@ -336,7 +326,8 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> Optional[str]:
     n = infer_num_classes(state) or 1000
     for arch in ARCHITECTURES:
         try:
-            own = ARCHITECTURES[arch](n).state_dict()
+            with torch.device("meta"):      # shapes only: no memory, no initialisation
+                own = ARCHITECTURES[arch](n).state_dict()
         except Exception:
             continue
         if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
