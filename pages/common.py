@@ -36,11 +36,12 @@ class ModelChoice:
 
 
 def save_upload(uploaded) -> tuple[str, str]:
-    """Write an uploaded file to a temp file named by its hash; returns (sha1, path)."""
+    """Write an uploaded file to a temp folder named by its hash, under the user's own file
+    name (so messages name the file they chose); returns (sha1, path)."""
     data = uploaded.getvalue()
     sha1 = hashlib.sha1(data).hexdigest()
-    suffix = Path(uploaded.name).suffix or ".bin"
-    path = Path(tempfile.gettempdir()) / "compression-lab-uploads" / f"{sha1}{suffix}"
+    name = Path(uploaded.name).name or "upload.bin"
+    path = Path(tempfile.gettempdir()) / "compression-lab-uploads" / sha1 / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
