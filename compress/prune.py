@@ -10,14 +10,16 @@ Every function returns a new model; the caller's model is never changed.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from compress.errors import CompressError
+from compress.progress import Cancel, Cancelled, OnProgress, emit
 
 CRITERIA = {
     "l1": "L1 norm of each channel's weights (small weights matter less)",
@@ -64,6 +66,15 @@ class GroupReport:
 class ImportanceReport:
     criterion: str
     groups: list[GroupReport] = field(default_factory=list)
+    step: int = 1
+
+    def summary(self) -> dict:
+        """The figures a log or the CLI's ``steps`` entry needs (no per-channel scores)."""
+        return {"step": self.step, "criterion": self.criterion, "groups": len(self.groups),
+                "groups_pruned": sum(g.channels_after < g.channels_before for g in self.groups),
+                "channels_before": sum(g.channels_before for g in self.groups),
+                "channels_after": sum(g.channels_after for g in self.groups),
+                "per_group": {g.root: [g.channels_before, g.channels_after] for g in self.groups}}
 
     def by_root(self) -> dict[str, GroupReport]:
         return {g.root: g for g in self.groups}
@@ -122,23 +133,24 @@ def _validate(model: nn.Module, cfg: StructuredConfig) -> None:
         raise PruneError("This model has no Conv2d or Linear layer: nothing to prune.")
 
 
-def _make_pruner(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor):
+def _make_pruner(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor, steps: int = 1):
     names = dict(model.named_modules())
     protected = default_protected(model) if cfg.protected is None else cfg.protected
     ignored = [names[n] for n in protected]
-    ratio_dict = {}
+    ratio, scope = cfg.ratio, cfg.scope
+    ratio_dict = {names[name]: r for name, r in cfg.layer_ratios}
     if cfg.only_layers:
-        # single-layer mode: every other conv/linear is protected
-        ignored = [m for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Linear))
-                   and n not in cfg.only_layers]
-    for name, r in cfg.layer_ratios:
-        ratio_dict[names[name]] = r
+        # single-layer mode: the named layers' groups at cfg.ratio, every other group at 0.
+        # (Ignoring the other layers instead would also freeze residual partners, so a
+        # residual group could never be pruned.)
+        ratio_dict = {names[n]: cfg.ratio for n in cfg.only_layers}
+        ratio, scope = 0.0, "uniform"
     try:
         return tp.pruner.MetaPruner(
             model, example, importance=_importance(cfg.criterion),
-            global_pruning=(cfg.scope == "global"), pruning_ratio=cfg.ratio,
+            global_pruning=(scope == "global"), pruning_ratio=ratio,
             pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored,
-            round_to=cfg.round_to, max_pruning_ratio=0.95)
+            round_to=cfg.round_to, max_pruning_ratio=0.95, iterative_steps=steps)
     except Exception as e:  # tracing failures name the op torch-pruning could not follow
         raise PruneError(f"torch-pruning could not trace this model's dependencies: "
                          f"{type(e).__name__}: {e}") from None
@@ -153,6 +165,7 @@ def _prepare_data_criteria(model: nn.Module, pruner, criterion: str,
         raise PruneError(f"The {criterion!r} criterion measures the model on real images: "
                          "choose a labelled dataset first.")
     it = iter(batches)
+    model.eval()
     if criterion == "activation":
         ctx = pruner.importance.compute_importance(model)
         ctx.__enter__()
@@ -175,52 +188,94 @@ def _prepare_data_criteria(model: nn.Module, pruner, criterion: str,
     return None
 
 
-def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bool):
+def _clean(model: nn.Module, ctx) -> None:
+    if ctx is not None:
+        ctx.__exit__(None, None, None)
+    model.zero_grad(set_to_none=True)
+    for m in model.modules():
+        if hasattr(m, "_importance"):
+            del m._importance
+
+
+def _one_step(work: nn.Module, pruner, cfg: StructuredConfig, batches, apply: bool,
+              step: int) -> ImportanceReport:
+    """Score every group, record the report, and (with ``apply``) remove the channels."""
+    ctx = _prepare_data_criteria(work, pruner, cfg.criterion, batches)
+    names = _module_names(work)
+    report = ImportanceReport(cfg.criterion, step=step)
+    try:
+        for group in pruner.step(interactive=True):
+            dep0, idxs = group[0]
+            root = dep0.target.module
+            before = pruner.DG.get_out_channels(root)
+            # the yielded group holds only the channels to remove; score every channel
+            full = pruner.DG.get_pruning_group(root, dep0.handler, idxs=list(range(before)))
+            imp = pruner.estimate_importance(full)
+            coupled = []
+            for dep, _ in full:
+                n = names.get(dep.target.module)
+                if n is not None and n not in coupled:
+                    coupled.append(n)
+            scores = imp.detach().float() if imp is not None else torch.zeros(before)
+            if scores.numel() and float(scores.max()) > 0:
+                scores = scores / scores.max()
+            report.groups.append(GroupReport(
+                root=names.get(root, str(root)), coupled=coupled, scores=scores.tolist(),
+                removed=sorted(int(i) for i in idxs), channels_before=int(before),
+                channels_after=int(before) - len(idxs)))
+            if apply:
+                group.prune()
+    finally:
+        _clean(work, ctx)
+    return report
+
+
+Recover = Callable[[nn.Module, int], None]
+
+
+def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bool,
+         steps: int = 1, recover: Optional[Recover] = None,
+         on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None):
     _validate(model, cfg)
+    if steps < 1:
+        raise PruneError(f"Iterative pruning needs at least 1 step, not {steps}.")
     torch.manual_seed(cfg.seed)
     work = copy.deepcopy(model).cpu().eval()
     example = torch.zeros(1, *input_size)
-    pruner = _make_pruner(work, cfg, example)
-    ctx = _prepare_data_criteria(work, pruner, cfg.criterion, batches)
-    names = _module_names(work)
-    report = ImportanceReport(cfg.criterion)
-    for group in pruner.step(interactive=True):
-        dep0, idxs = group[0]
-        root = dep0.target.module
-        before = tp.utils.count_prunable_out_channels(root) if hasattr(tp.utils, "count_prunable_out_channels") \
-            else (root.out_channels if isinstance(root, nn.Conv2d) else root.out_features)
-        # the yielded group holds only the channels to remove; score every channel
-        full = pruner.DG.get_pruning_group(root, dep0.handler, idxs=list(range(before)))
-        imp = pruner.estimate_importance(full)
-        coupled = []
-        for dep, _ in group:
-            n = names.get(dep.target.module)
-            if n is not None and n not in coupled:
-                coupled.append(n)
-        scores = imp.detach().float() if imp is not None else torch.zeros(before)
-        if scores.numel() and float(scores.max()) > 0:
-            scores = scores / scores.max()
-        report.groups.append(GroupReport(
-            root=names.get(root, str(root)), coupled=coupled, scores=scores.tolist(),
-            removed=sorted(int(i) for i in idxs), channels_before=int(before),
-            channels_after=int(before) - len(idxs)))
-        if apply:
-            group.prune()
-    if ctx is not None:
-        ctx.__exit__(None, None, None)
-    work.zero_grad(set_to_none=True)
-    for m in work.modules():
-        if hasattr(m, "_importance"):
-            del m._importance
-    return work, report
+    pruner = _make_pruner(work, cfg, example, steps)
+    reports = []
+    for k in range(1, steps + 1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"pruning cancelled before step {k}")
+        emit(on_progress, "prune", (k - 1) / steps, f"step {k}/{steps}: scoring and removing channels")
+        reports.append(_one_step(work, pruner, cfg, batches, apply, k))
+        if not apply:
+            break
+        for g in reports[-1].groups:
+            if g.channels_after <= 0:
+                raise PruneError(f"Pruning would remove every channel of {g.root}: lower the ratio.")
+        if recover is not None:
+            emit(on_progress, "recover", k / steps, f"step {k}/{steps}: recovering accuracy")
+            recover(work, k)
+            work.eval()
+    emit(on_progress, "prune", 1.0, "done")
+    return work, reports
 
 
 def importance_report(model: nn.Module, cfg: StructuredConfig, input_size,
                       batches: Optional[Iterable] = None) -> ImportanceReport:
     """Per-group coupled layers, normalised channel scores and the channels ``cfg`` would
     remove, without pruning (the model and its copy keep all channels)."""
-    _, report = _run(model, cfg, input_size, batches, apply=False)
-    return report
+    _, reports = _run(model, cfg, input_size, batches, apply=False)
+    return reports[0]
+
+
+def _resolve_target(model, cfg, input_size, batches) -> StructuredConfig:
+    if cfg.target in ("macs", "params"):
+        return search_ratio(model, cfg, input_size, batches)
+    if cfg.target != "ratio":
+        raise PruneError(f"Unknown target {cfg.target!r}: use 'ratio', 'macs' or 'params'.")
+    return cfg
 
 
 def prune_structured(model: nn.Module, cfg: StructuredConfig, input_size,
@@ -230,15 +285,39 @@ def prune_structured(model: nn.Module, cfg: StructuredConfig, input_size,
     With ``cfg.target`` "macs" or "params", the channel ratio is searched (bisection) until
     the reduction is within 2 percentage points of ``cfg.target_reduction``.
     """
-    if cfg.target in ("macs", "params"):
-        cfg = search_ratio(model, cfg, input_size, batches)
-    elif cfg.target != "ratio":
-        raise PruneError(f"Unknown target {cfg.target!r}: use 'ratio', 'macs' or 'params'.")
-    pruned, report = _run(model, cfg, input_size, batches, apply=True)
-    for g in report.groups:
-        if g.channels_after <= 0:
-            raise PruneError(f"Pruning would remove every channel of {g.root}: lower the ratio.")
-    return pruned, report
+    pruned, reports = prune_iterative(model, cfg, input_size, steps=1, batches=batches)
+    return pruned, reports[0]
+
+
+def prune_iterative(model: nn.Module, cfg: StructuredConfig, input_size, steps: int,
+                    recover: Optional[Recover] = None, batches: Optional[Iterable] = None,
+                    on_progress: Optional[OnProgress] = None,
+                    cancel: Optional[Cancel] = None) -> tuple[nn.Module, list[ImportanceReport]]:
+    """Reach ``cfg``'s ratio in ``steps`` equal steps (torch-pruning's linear schedule:
+    after step k, k/steps of the final ratio of each group's original channels is gone).
+
+    ``recover(model, step)`` is called after every step with the pruned model, to train
+    back accuracy in place (any callable: a fine-tune or distillation loop). Channel scores
+    are recomputed on the recovered weights at the next step. Returns the final model and
+    one report per step.
+    """
+    cfg = _resolve_target(model, cfg, input_size, batches)
+    return _run(model, cfg, input_size, batches, apply=True, steps=steps, recover=recover,
+                on_progress=on_progress, cancel=cancel)
+
+
+def estimate(model: nn.Module, cfg: StructuredConfig, input_size) -> dict:
+    """Fast params/MACs estimate for a slider: prune a copy with the data-free L1 score
+    (data criteria can pick other channels in global scope, so counts may differ slightly)
+    and count. No latency, no accuracy: the caller must label this as an estimate."""
+    from dataclasses import replace
+    from compress.measure import count_macs, count_params
+    if cfg.criterion in NEEDS_DATA:
+        cfg = replace(cfg, criterion="l1")
+    cfg = _resolve_target(model, cfg, input_size, None)
+    pruned, _ = _run(model, cfg, input_size, None, apply=True)
+    return {"ratio": cfg.ratio, "params": count_params(pruned)[0],
+            "macs": count_macs(pruned, input_size)}
 
 
 def _cost(model: nn.Module, what: str, input_size) -> float:
@@ -276,6 +355,125 @@ def search_ratio(model: nn.Module, cfg: StructuredConfig, input_size,
             break
         lo, hi = (mid, hi) if red < cfg.target_reduction else (lo, mid)
     return replace(cfg, ratio=round(best[1], 4), target="ratio")
+
+
+# ---------------------------------------------------------------- sensitivity
+
+SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class SensitivityRow:
+    unit: str                      # a group's root layer, or a stage
+    ratio: float
+    top1: float                    # percent, on the images given
+    n: int
+    ci95: tuple[float, float]
+    macs_fraction: float           # MACs after / MACs before
+
+
+@dataclass
+class SensitivityTable:
+    criterion: str
+    unit: str                                  # "group" or "stage"
+    baseline_top1: float
+    baseline_ci95: tuple[float, float]
+    n: int
+    rows: list[SensitivityRow]
+    cached: bool = False
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SensitivityTable":
+        rows = [SensitivityRow(**{**r, "ci95": tuple(r["ci95"])}) for r in d["rows"]]
+        return cls(**{**d, "rows": rows, "baseline_ci95": tuple(d["baseline_ci95"])})
+
+
+def _stages(roots: list[str]) -> dict[str, str]:
+    """A network's stages: its top-level children (ResNet: layer1..layer4); a container
+    holding more than half of the groups is split one level down (MobileNet's features.N,
+    EfficientNet's _blocks.N)."""
+    tops = [r.split(".")[0] for r in roots]
+    out = {}
+    for r, t in zip(roots, tops):
+        big = tops.count(t) > len(roots) / 2 and r.count(".") >= 1
+        out[r] = ".".join(r.split(".")[:2]) if big else t
+    return out
+
+
+def sensitivity_units(model: nn.Module, input_size, unit: str = "group",
+                      protected: Optional[tuple[str, ...]] = None) -> dict[str, tuple[str, ...]]:
+    """The units a sensitivity scan prunes one at a time, in network order:
+    ``{unit name: root layers}``."""
+    rep = importance_report(model, StructuredConfig(ratio=0.5, protected=protected), input_size)
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    roots = sorted((g.root for g in rep.groups), key=lambda r: order.get(r, 0))
+    if unit == "group":
+        return {r: (r,) for r in roots}
+    if unit != "stage":
+        raise PruneError(f"Unknown sensitivity unit {unit!r}: use 'group' or 'stage'.")
+    stages: dict[str, list[str]] = {}
+    for r, st in _stages(roots).items():
+        stages.setdefault(st, []).append(r)
+    return {k: tuple(v) for k, v in stages.items()}
+
+
+def _fingerprint(model: nn.Module, batches: list, extra: str) -> str:
+    import hashlib
+    h = hashlib.sha1(extra.encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for x, y in batches:
+        h.update(x.contiguous().numpy().tobytes())
+        h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def sensitivity(model: nn.Module, input_size, batches: list, criterion: str = "l1",
+                unit: str = "group", ratios: tuple[float, ...] = SENSITIVITY_RATIOS,
+                protected: Optional[tuple[str, ...]] = None, device=None,
+                cache_dir: Optional[Path] = None, on_progress: Optional[OnProgress] = None,
+                cancel: Optional[Cancel] = None) -> SensitivityTable:
+    """Prune each unit alone at each ratio (no recovery) and measure top-1 on ``batches``
+    (a list of labelled (x, y) tensors, kept small). Results are cached on disk, keyed by
+    the weights, the images and the settings, so asking again costs nothing."""
+    import json
+    from compress.measure import count_macs, evaluate
+    device = device or torch.device("cpu")
+    batches = list(batches)
+    if not batches:
+        raise PruneError("Sensitivity analysis needs labelled images: choose a dataset first.")
+    key = _fingerprint(model, batches, f"{criterion}|{unit}|{ratios}|{protected}|{input_size}")
+    path = (cache_dir / f"sensitivity-{key}.json") if cache_dir else None
+    if path is not None and path.is_file():
+        table = SensitivityTable.from_json(json.loads(path.read_text()))
+        table.cached = True
+        return table
+    units = sensitivity_units(model, input_size, unit, protected)
+    base_macs = count_macs(model, input_size)
+    base = evaluate(model, batches, device)
+    rows = []
+    total = len(units) * len(ratios)
+    for i, (name, roots) in enumerate(units.items()):
+        for j, r in enumerate(ratios):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("sensitivity analysis cancelled")
+            emit(on_progress, "sensitivity", (i * len(ratios) + j) / total, f"{name} at {r:.1f}")
+            cfg = StructuredConfig(ratio=r, criterion=criterion, only_layers=roots, protected=protected)
+            pruned, _ = _run(model, cfg, input_size, batches, apply=True)
+            acc = evaluate(pruned, batches, device)
+            rows.append(SensitivityRow(name, r, acc.top1, acc.n, acc.ci95,
+                                       count_macs(pruned, input_size) / base_macs))
+    emit(on_progress, "sensitivity", 1.0, "done")
+    table = SensitivityTable(criterion, unit, base.top1, base.ci95, base.n, rows)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table.to_json()))
+    return table
 
 
 # ---------------------------------------------------------------- unstructured
