@@ -1,4 +1,4 @@
-"""Command line: ``python -m compress {profile,train-baseline,models}``.
+"""Command line: ``python -m compress {profile,run,models,train-baseline}``.
 
 Errors a user can cause print one plain line to stderr and exit with status 2.
 """
@@ -32,18 +32,114 @@ def _fmt_bytes(n) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB"
 
 
+def _load(a: argparse.Namespace):
+    from compress.zoo import load_checkpoint, load_model
+    if a.checkpoint:
+        return load_checkpoint(a.checkpoint, arch=a.arch, num_classes=a.num_classes,
+                               trust_pickle=a.trust_pickle, like=a.model)
+    return load_model(a.model or "resnet18_cifar10", weights=a.weights)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    """Profile, apply the requested steps in order (structured, then unstructured pruning),
+    profile again; print {before, after, steps} as JSON or a short table."""
+    import time
+    from dataclasses import asdict
+    from compress import data as D
+    from compress import prune as P
+    from compress.device import resolve_device
+    from compress.measure import profile_model
+    from compress.zoo import LoadedModel, save_artifact
+
+    device = resolve_device(a.device)
+    loaded = _load(a)
+    spec = loaded.spec
+    sets = None
+    if a.data:
+        sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name,
+                           limit=a.limit, seed=a.seed)
+
+    def log(ev):
+        if not a.json:
+            print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
+
+    def profile(model):
+        return profile_model(model, spec.name, spec.input_size, device, batch=a.batch, runs=a.runs,
+                             warmup=a.warmup, threads=a.threads,
+                             eval_batches=sets.evaluation if sets else None,
+                             eval_total=sets.n_eval if sets else None,
+                             weights=loaded.weights_note).to_json()
+
+    cfg = ucfg = None
+    if a.prune_ratio is not None or a.prune_layers:
+        protected = None if a.protect is None else (() if a.protect == "none" else _names(a.protect))
+        target = a.prune_target
+        ratio = 0.5 if a.prune_ratio is None else a.prune_ratio
+        cfg = P.StructuredConfig(
+            ratio=ratio if target == "ratio" else 0.5, criterion=a.prune_criterion,
+            scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
+            round_to=a.round_to, target=target, target_reduction=ratio, seed=a.seed)
+        P.validate(loaded.model, cfg)          # fail before the slow "before" profile
+    if a.unstructured_amount:
+        ucfg = P.UnstructuredConfig(amount=a.unstructured_amount, method=a.unstructured_method,
+                                    scope=a.unstructured_scope, seed=a.seed)
+        P.validate_unstructured(ucfg)
+
+    before = profile(loaded.model)
+    model, steps = loaded.model, []
+    if cfg is not None:
+        t0 = time.perf_counter()
+        model, reports = P.prune_iterative(model, cfg, spec.input_size, steps=a.prune_steps,
+                                           batches=sets.scoring if sets else None, on_progress=log)
+        steps.append({"step": "prune_structured", "config": asdict(cfg),
+                      "seconds": round(time.perf_counter() - t0, 3),
+                      "report": [r.summary() for r in reports]})
+    if ucfg is not None:
+        t0 = time.perf_counter()
+        model, sp = P.prune_unstructured(model, ucfg)
+        steps.append({"step": "prune_unstructured", "config": asdict(ucfg),
+                      "seconds": round(time.perf_counter() - t0, 3),
+                      "report": {"global_sparsity": sp.global_sparsity,
+                                 "layers": [{"layer": n, "zeros": z, "total": t} for n, z, t in sp.layers],
+                                 "note": "weights zeroed in place: dense bytes and dense latency "
+                                         "do not change; compare size_gzip_bytes"}})
+    after = profile(model)
+    out = {"model": spec.name, "weights": loaded.weights_note, "device": str(device),
+           "data": None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
+                                              "n_scoring": sets.n_scoring, "seed": a.seed},
+           "before": before, "after": after, "steps": steps}
+    if a.save:
+        save_artifact(LoadedModel(model, spec, loaded.weights_note, loaded.trained), a.save,
+                      meta={"steps": [{k: v for k, v in st.items() if k != "report"} for st in steps]})
+        out["artifacts"] = {"checkpoint": str(a.save)}
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for label, key, fmt in [("params", "params", lambda v: f"{v / 1e6:.2f} M"),
+                            ("size (torch.save)", "size_bytes", _fmt_bytes),
+                            ("size (gzip)", "size_gzip_bytes", _fmt_bytes),
+                            ("MACs", "macs", lambda v: "-" if v is None else f"{v / 1e9:.3f} G")]:
+        print(f"{label:<20} {fmt(before[key]):>12} -> {fmt(after[key]):>12}")
+    lb, la = before["latency_ms"], after["latency_ms"]
+    print(f"{'latency median':<20} {lb['median']:>9.2f} ms -> {la['median']:>9.2f} ms "
+          f"(batch {la['batch']}, {la['device']}, {la['threads']} threads)")
+    if before["accuracy"]:
+        ab, aa = before["accuracy"], after["accuracy"]
+        print(f"{'top-1':<20} {ab['top1']:>11.2f}% -> {aa['top1']:>11.2f}% (n={aa['n']})")
+    return 0
+
+
 def _cmd_profile(a: argparse.Namespace) -> int:
     from compress import data as D
     from compress.device import resolve_device
     from compress.measure import check_labels_fit, profile_model
-    from compress.zoo import load_checkpoint, load_model
 
     device = resolve_device(a.device)
-    if a.checkpoint:
-        loaded = load_checkpoint(a.checkpoint, arch=a.arch, num_classes=a.num_classes,
-                                 trust_pickle=a.trust_pickle, like=a.model)
-    else:
-        loaded = load_model(a.model or "resnet18_cifar10", weights=a.weights)
+    loaded = _load(a)
     spec = loaded.spec
     batches = total = None
     if a.data:
@@ -86,28 +182,60 @@ def _cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+_model_args = [
+    (("--model",), dict(default=None, help="zoo entry (see `models`)")),
+    (("--weights",), dict(default=None, help="weights file for the zoo entry")),
+    (("--checkpoint",), dict(default=None, help="your own checkpoint instead of a zoo entry")),
+    (("--arch",), dict(default=None, help="architecture of --checkpoint (default: guessed)")),
+    (("--num-classes",), dict(type=int, default=None)),
+    (("--trust-pickle",), dict(action="store_true",
+                               help="allow a full pickled model (runs code from the file)")),
+]
+_measure_args = [
+    (("--data",), dict(default=None, help="labelled folder or CIFAR-10 tarball/folder")),
+    (("--limit",), dict(type=int, default=None, help="evaluate on N images (seeded)")),
+    (("--seed",), dict(type=int, default=0)),
+    (("--device",), dict(default="cpu", help="cpu, cuda or auto")),
+    (("--batch",), dict(type=int, default=1, help="batch size for latency")),
+    (("--runs",), dict(type=int, default=50, help="timed runs for latency")),
+    (("--warmup",), dict(type=int, default=10)),
+    (("--threads",), dict(type=int, default=None)),
+    (("--json",), dict(action="store_true", help="print one JSON object")),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from compress.prune import CRITERIA
     p = argparse.ArgumentParser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     pr = sub.add_parser("profile", help="measure a model: params, bytes, MACs, latency, accuracy")
-    pr.add_argument("--model", default=None, help="zoo entry (see `models`)")
-    pr.add_argument("--weights", default=None, help="weights file for the zoo entry")
-    pr.add_argument("--checkpoint", default=None, help="your own checkpoint instead of a zoo entry")
-    pr.add_argument("--arch", default=None, help="architecture of --checkpoint (default: guessed)")
-    pr.add_argument("--num-classes", type=int, default=None)
-    pr.add_argument("--trust-pickle", action="store_true",
-                    help="allow a full pickled model (runs code from the file)")
-    pr.add_argument("--data", default=None, help="labelled folder or CIFAR-10 tarball/folder")
-    pr.add_argument("--limit", type=int, default=None, help="evaluate on N images (seeded)")
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    pr.add_argument("--batch", type=int, default=1)
-    pr.add_argument("--runs", type=int, default=50)
-    pr.add_argument("--warmup", type=int, default=10)
-    pr.add_argument("--threads", type=int, default=None)
-    pr.add_argument("--json", action="store_true")
+    for args, kw in _model_args + _measure_args:
+        pr.add_argument(*args, **kw)
     pr.set_defaults(func=_cmd_profile)
+
+    ru = sub.add_parser("run", help="compress a model and measure it before and after")
+    for args, kw in _model_args + _measure_args:
+        ru.add_argument(*args, **kw)
+    ru.add_argument("--prune-ratio", type=float, default=None,
+                    help="structured pruning: fraction of channels to remove (0-0.9); with "
+                         "--prune-target macs/params, the fraction of MACs/params to remove")
+    ru.add_argument("--prune-criterion", default="l1", choices=list(CRITERIA))
+    ru.add_argument("--prune-scope", default="uniform", choices=["uniform", "global"])
+    ru.add_argument("--prune-target", default="ratio", choices=["ratio", "macs", "params"])
+    ru.add_argument("--prune-layers", default=None,
+                    help="single-layer mode: prune only these layers (comma-separated), e.g. layer2.0.conv1")
+    ru.add_argument("--prune-steps", type=int, default=1, help="reach the ratio in N steps")
+    ru.add_argument("--protect", default=None,
+                    help="layers never pruned, comma-separated; 'none' for none "
+                         "(default: the stem conv and the classifier)")
+    ru.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of N")
+    ru.add_argument("--unstructured-amount", type=float, default=None,
+                    help="unstructured pruning: fraction of weights set to zero (0-0.95)")
+    ru.add_argument("--unstructured-method", default="l1", choices=["l1", "random"])
+    ru.add_argument("--unstructured-scope", default="global", choices=["global", "layer"])
+    ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
+    ru.set_defaults(func=_cmd_run)
 
     mo = sub.add_parser("models", help="list the model zoo")
     mo.set_defaults(func=_cmd_models)

@@ -337,3 +337,38 @@ def eval_loader(images: ImageList, transform, limit: Optional[int] = None, seed:
     sub = images.subset(chosen)
     return make_loader(ImageListDataset(sub, transform), batch_size=batch_size,
                        workers=workers), sub
+
+
+@dataclass
+class EvalSets:
+    """The images one compression job measures on, chosen once.
+
+    ``evaluation``: the seeded subset accuracy is reported on (``n_eval`` images), held in
+    memory as batches so before/after/sensitivity all see exactly the same tensors.
+    ``scoring``: a few different images (never in ``evaluation``) for anything that looks
+    at data to decide: activation/Taylor channel scores, INT8 calibration.
+    """
+    evaluation: list
+    n_eval: int
+    scoring: list
+    n_scoring: int
+    source: str
+
+
+def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: str,
+              limit: Optional[int] = 500, seed: int = 0, n_scoring: int = 64,
+              batch_size: int = 64) -> EvalSets:
+    """Open a labelled set, check it fits the model, and split off scoring images."""
+    from compress.measure import check_labels_fit
+    images = open_labelled(path)
+    if not images.labelled:
+        raise DataError(f"{path} has no labels: accuracy needs labelled images "
+                        "(labels.csv or one sub-folder per class).")
+    check_labels_fit(images.labels, num_classes, model_name)
+    n_scoring = min(n_scoring, max(len(images) // 4, 1))
+    scoring_idx, _ = calibration_eval_split(len(images), n_scoring, seed)
+    ev_loader, ev = eval_loader(images, transform, limit=limit, seed=seed, batch_size=batch_size,
+                                exclude=scoring_idx)
+    sc_loader = make_loader(ImageListDataset(images.subset(scoring_idx), transform),
+                            batch_size=min(batch_size, 16))
+    return EvalSets(list(ev_loader), len(ev), list(sc_loader), len(scoring_idx), str(path))

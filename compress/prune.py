@@ -67,10 +67,11 @@ class ImportanceReport:
     criterion: str
     groups: list[GroupReport] = field(default_factory=list)
     step: int = 1
+    ratio: float = 0.0                 # the channel ratio used (after any target search)
 
     def summary(self) -> dict:
         """The figures a log or the CLI's ``steps`` entry needs (no per-channel scores)."""
-        return {"step": self.step, "criterion": self.criterion, "groups": len(self.groups),
+        return {"step": self.step, "criterion": self.criterion, "ratio": self.ratio, "groups": len(self.groups),
                 "groups_pruned": sum(g.channels_after < g.channels_before for g in self.groups),
                 "channels_before": sum(g.channels_before for g in self.groups),
                 "channels_after": sum(g.channels_after for g in self.groups),
@@ -113,7 +114,14 @@ def _importance(criterion: str):
     raise PruneError(f"Unknown criterion {criterion!r}. Choose one of: {', '.join(CRITERIA)}.")
 
 
-def _validate(model: nn.Module, cfg: StructuredConfig) -> None:
+def validate(model: nn.Module, cfg: StructuredConfig) -> None:
+    """Raise PruneError for a config that cannot apply to ``model`` (cheap: no tracing)."""
+    if cfg.criterion not in CRITERIA:
+        raise PruneError(f"Unknown criterion {cfg.criterion!r}. Choose one of: {', '.join(CRITERIA)}.")
+    if cfg.scope not in ("uniform", "global"):
+        raise PruneError(f"Unknown scope {cfg.scope!r}: use 'uniform' or 'global'.")
+    if cfg.target not in ("ratio", "macs", "params"):
+        raise PruneError(f"Unknown target {cfg.target!r}: use 'ratio', 'macs' or 'params'.")
     if not 0.0 <= cfg.ratio <= 0.9:
         raise PruneError(f"Pruning ratio {cfg.ratio} is out of range: use 0 to 0.9 "
                          "(1.0 would remove every channel).")
@@ -202,7 +210,7 @@ def _one_step(work: nn.Module, pruner, cfg: StructuredConfig, batches, apply: bo
     """Score every group, record the report, and (with ``apply``) remove the channels."""
     ctx = _prepare_data_criteria(work, pruner, cfg.criterion, batches)
     names = _module_names(work)
-    report = ImportanceReport(cfg.criterion, step=step)
+    report = ImportanceReport(cfg.criterion, step=step, ratio=cfg.ratio)
     try:
         for group in pruner.step(interactive=True):
             dep0, idxs = group[0]
@@ -236,7 +244,7 @@ Recover = Callable[[nn.Module, int], None]
 def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bool,
          steps: int = 1, recover: Optional[Recover] = None,
          on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None):
-    _validate(model, cfg)
+    validate(model, cfg)
     if steps < 1:
         raise PruneError(f"Iterative pruning needs at least 1 step, not {steps}.")
     torch.manual_seed(cfg.seed)
@@ -511,6 +519,15 @@ def sparsity(model: nn.Module, include_classifier: bool = True) -> SparsityRepor
                            for n, m in _weight_layers(model, include_classifier)])
 
 
+def validate_unstructured(cfg: UnstructuredConfig) -> None:
+    if not 0.0 <= cfg.amount <= 0.95:
+        raise PruneError(f"Unstructured amount {cfg.amount} is out of range: use 0 to 0.95.")
+    if cfg.method not in ("l1", "random"):
+        raise PruneError(f"Unknown unstructured method {cfg.method!r}: use 'l1' or 'random'.")
+    if cfg.scope not in ("global", "layer"):
+        raise PruneError(f"Unknown unstructured scope {cfg.scope!r}: use 'global' or 'layer'.")
+
+
 def prune_unstructured(model: nn.Module, cfg: UnstructuredConfig) -> tuple[nn.Module, SparsityReport]:
     """Zero the smallest (or random) weights of every Conv2d/Linear, made permanent.
 
@@ -518,10 +535,7 @@ def prune_unstructured(model: nn.Module, cfg: UnstructuredConfig) -> tuple[nn.Mo
     compressed file (gzip) or a sparse runtime gains from the zeros.
     """
     import torch.nn.utils.prune as tprune
-    if not 0.0 <= cfg.amount <= 0.95:
-        raise PruneError(f"Unstructured amount {cfg.amount} is out of range: use 0 to 0.95.")
-    if cfg.method not in ("l1", "random"):
-        raise PruneError(f"Unknown unstructured method {cfg.method!r}: use 'l1' or 'random'.")
+    validate_unstructured(cfg)
     work = copy.deepcopy(model).cpu().eval()
     layers = _weight_layers(work, cfg.include_classifier)
     if not layers:

@@ -38,6 +38,10 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("profile", "--model", "nope"), "Unknown model"),
     (("profile", "--model", "efficientnet_lite0", "--data", "/definitely/missing"), "does not exist"),
     (("profile", "--checkpoint", "/definitely/missing.pt"), "does not exist"),
+    (("run", "--model", "efficientnet_lite0", "--prune-ratio", "1.0"), "out of range"),
+    (("run", "--model", "efficientnet_lite0", "--prune-layers", "layer9.conv"), "'layer9.conv' does not exist"),
+    (("run", "--model", "efficientnet_lite0", "--prune-layers", "_bn0"), "only Conv2d and Linear"),
+    (("run", "--model", "efficientnet_lite0", "--unstructured-amount", "0.99"), "out of range"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     r = run_cli(*args)
@@ -50,3 +54,23 @@ def test_cuda_asked_for_but_absent():
         pytest.skip("this machine has a GPU")
     r = run_cli("profile", "--model", "efficientnet_lite0", "--device", "cuda")
     assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_prunes_and_reports_before_after_and_steps(cifar_asset, cifar_tar, tmp_path):
+    out_path = tmp_path / "pruned.pt"
+    r = run_cli("run", "--model", "resnet18_cifar10", "--prune-ratio", "0.5", "--prune-criterion", "taylor",
+                "--prune-steps", "2", "--unstructured-amount", "0.2", "--data", str(cifar_tar),
+                "--limit", "64", "--runs", "3", "--warmup", "1", "--save", str(out_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    before, after, steps = out["before"], out["after"], out["steps"]
+    assert after["macs"] < 0.45 * before["macs"] and after["params"] < before["params"]
+    assert after["size_bytes"] < before["size_bytes"]
+    assert before["accuracy"]["n"] == after["accuracy"]["n"] == 64
+    assert [s["step"] for s in steps] == ["prune_structured", "prune_unstructured"]
+    assert steps[0]["config"]["criterion"] == "taylor" and len(steps[0]["report"]) == 2
+    assert abs(steps[1]["report"]["global_sparsity"] - 0.2) < 0.01
+    assert out["artifacts"]["checkpoint"] == str(out_path)
+    from compress.zoo import load_checkpoint
+    from compress.measure import count_params
+    assert count_params(load_checkpoint(out_path).model)[0] == after["params"]
