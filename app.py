@@ -5,7 +5,8 @@ import streamlit as st
 
 from compress.device import available_devices
 from compress.zoo import ARCHITECTURES, ZOO, cifar10_asset_path
-from pages.common import UPLOAD, ModelChoice, default_data_path, load_choice, save_upload
+from views.common import (UPLOAD, ModelChoice, current_compressed, default_data_path, load_choice,
+                          save_upload)
 
 st.set_page_config(page_title="Compression Lab", page_icon=":material/compress:", layout="wide")
 
@@ -57,6 +58,9 @@ def sidebar() -> None:
         st.sidebar.error(error)
     elif not loaded.trained:
         st.sidebar.warning(loaded.weights_note)
+    compressed = current_compressed()
+    if compressed is not None:
+        st.sidebar.caption(f"Current compressed model: {compressed['label']}")
 
     st.sidebar.header("Data")
     st.sidebar.text_input("Labelled images (folder or CIFAR-10 .tar.gz)", value=default_data_path(),
@@ -73,9 +77,13 @@ def sidebar() -> None:
                               "'auto' picks the GPU when there is one.")
 
 
+# The page files live in views/, not pages/: with a pages/ folder next to app.py, Streamlit
+# 1.67 serves a fresh server's first request for /prune by running pages/prune.py alone
+# (the legacy multipage mode), without this file's sidebar, until someone opens /.
 pages = [
-    st.Page("pages/model.py", title="Model", icon=":material/analytics:", default=True),
-    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+    st.Page("views/model.py", title="Model", icon=":material/analytics:", default=True),
+    st.Page("views/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("views/classify.py", title="Classify", icon=":material/image_search:"),
 ]
 # st.navigation must come before the sidebar's widgets: widgets created before it are
 # re-identified on every rerun and a change to them is silently dropped (measured on

@@ -31,3 +31,103 @@ def topk_bars(pred: Prediction, title: str) -> go.Figure:
                       xaxis=dict(range=[0, 100], title="probability (%)"),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+# ---------------------------------------------------------------- pruning
+
+KEPT, REMOVED = "#4C78A8", "#E45756"
+
+
+def importance_strip(report) -> go.Figure:
+    """Every channel of every prunable group as a dot at its normalised score: one row per
+    group (its root layer and channel counts), kept channels blue, removed red. Hovering a
+    row lists the layers that share its channel decision."""
+    fig = go.Figure()
+    labels = [f"{g.root}  {g.channels_before}→{g.channels_after}" for g in report.groups]
+    for kept, colour, name in ((True, KEPT, "kept"), (False, REMOVED, "removed")):
+        xs, ys, hover = [], [], []
+        for g, label in zip(report.groups, labels):
+            removed = set(g.removed)
+            coupled = ", ".join(g.coupled[:8]) + (" …" if len(g.coupled) > 8 else "")
+            for i, s in enumerate(g.scores):
+                if (i not in removed) == kept:
+                    xs.append(s)
+                    ys.append(label)
+                    hover.append(f"channel {i}<br>score {s:.3f}<br>shared by: {coupled}")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=name, hovertext=hover,
+                                 hoverinfo="text", marker=dict(color=colour, size=6, opacity=0.7)))
+    fig.update_layout(title=f"Channel importance per group ({report.criterion}; 1 = most important)",
+                      height=max(320, 26 * len(report.groups) + 110),
+                      xaxis=dict(title="normalised importance score", range=[-0.02, 1.02]),
+                      yaxis=dict(autorange="reversed", tickfont=dict(size=11), categoryorder="array",
+                                 categoryarray=labels),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def channel_scores(group) -> go.Figure:
+    """One group's channels sorted by score, coloured kept/removed: where the cut falls."""
+    order = sorted(range(len(group.scores)), key=lambda i: -group.scores[i])
+    removed = set(group.removed)
+    fig = go.Figure(go.Bar(x=list(range(len(order))), y=[group.scores[i] for i in order],
+                           marker_color=[REMOVED if i in removed else KEPT for i in order],
+                           hovertext=[f"channel {i}: {'removed' if i in removed else 'kept'}" for i in order],
+                           hoverinfo="text+y"))
+    fig.update_layout(title=f"{group.root}: {group.channels_before} channels by score, "
+                            f"{len(group.removed)} removed (red)",
+                      height=300, xaxis_title="channels, most to least important",
+                      yaxis_title="score", margin=dict(l=10, r=10, t=40, b=10), bargap=0)
+    return fig
+
+
+def channel_bars(before: Sequence[LayerRow], after: Sequence[LayerRow]) -> go.Figure:
+    """Output channels of every conv/linear layer before and after pruning."""
+    after_by = {r.name: r for r in after}
+    rows = [r for r in before if r.out_channels is not None and r.type in ("Conv2d", "Linear")]
+    names = [r.name for r in rows]
+    fig = go.Figure([
+        go.Bar(y=names, x=[r.out_channels for r in rows], orientation="h", name="before",
+               marker_color="#BAB0AC"),
+        go.Bar(y=names, x=[after_by[n].out_channels if n in after_by else 0 for n in names],
+               orientation="h", name="after", marker_color=KEPT)])
+    fig.update_layout(title="Output channels per layer", barmode="group",
+                      height=max(320, 22 * len(rows) + 100), xaxis_title="output channels",
+                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def sensitivity_lines(table) -> go.Figure:
+    """Top-1 after pruning each unit alone, against the ratio; the dashed line is the
+    unpruned model. Flat lines are safe to prune hard; steep ones are not."""
+    fig = go.Figure()
+    units = list(dict.fromkeys(r.unit for r in table.rows))
+    for u in units:
+        rows = [r for r in table.rows if r.unit == u]
+        fig.add_trace(go.Scatter(x=[r.ratio for r in rows], y=[r.top1 for r in rows], mode="lines+markers",
+                                 name=u, hovertext=[f"{u} at {r.ratio:.1f}: {r.top1:.1f}% "
+                                                    f"(95% CI {r.ci95[0]:.1f}–{r.ci95[1]:.1f}), "
+                                                    f"MACs ×{r.macs_fraction:.2f}" for r in rows],
+                                 hoverinfo="text"))
+    fig.add_hline(y=table.baseline_top1, line_dash="dash", line_color="#555",
+                  annotation_text=f"unpruned {table.baseline_top1:.1f}%", annotation_position="bottom left")
+    fig.update_layout(title=f"Sensitivity: top-1 when one {table.unit} is pruned alone "
+                            f"({table.criterion}, n = {table.n}, no recovery)",
+                      height=420, xaxis=dict(title="channel ratio removed", dtick=0.1),
+                      yaxis=dict(title="top-1 (%)", range=[0, 100]), margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def sparsity_bars(report) -> go.Figure:
+    """Fraction of zero weights per layer after unstructured pruning."""
+    names = [n for n, _, _ in report.layers]
+    fig = go.Figure(go.Bar(y=names, x=[100 * z / t for _, z, t in report.layers], orientation="h",
+                           marker_color=KEPT,
+                           hovertext=[f"{z:,} of {t:,} weights are zero" for _, z, t in report.layers]))
+    fig.update_layout(title=f"Zero weights per layer (global {100 * report.global_sparsity:.1f}%)",
+                      height=max(300, 18 * len(names) + 80), xaxis=dict(title="% zero", range=[0, 100]),
+                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig

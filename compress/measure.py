@@ -308,3 +308,45 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=size,
                    size_gzip_bytes=size_gz, macs=macs, input_size=tuple(input_size),
                    latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights)
+
+
+def compare_profiles(before: Profile, after: Profile) -> list[dict]:
+    """Rows of a before/after table, each with the change and how it was measured.
+
+    "change" is after/before for sizes, MACs and latency (×0.25 = four times smaller) and
+    a difference in points for accuracy. Both profiles must come from the same run.
+    """
+    def ratio(a, b):
+        return f"×{b / a:.2f}" if a and b is not None else "–"
+
+    def mb(n):
+        return f"{n / 1e6:.2f} MB"
+    rows = [
+        dict(measure="Parameters", before=f"{before.params / 1e6:.3f} M", after=f"{after.params / 1e6:.3f} M",
+             change=ratio(before.params, after.params), how="all parameter tensors"),
+        dict(measure="Nonzero parameters", before=f"{before.nonzero_params / 1e6:.3f} M",
+             after=f"{after.nonzero_params / 1e6:.3f} M",
+             change=ratio(before.nonzero_params, after.nonzero_params), how="parameters that are not exactly 0"),
+        dict(measure="Size (torch.save)", before=mb(before.size_bytes), after=mb(after.size_bytes),
+             change=ratio(before.size_bytes, after.size_bytes), how="real serialized bytes of the state_dict"),
+        dict(measure="Size (gzip)", before=mb(before.size_gzip_bytes), after=mb(after.size_gzip_bytes),
+             change=ratio(before.size_gzip_bytes, after.size_gzip_bytes), how="the same bytes, gzip level 6"),
+    ]
+    if before.macs is not None and after.macs is not None:
+        rows.append(dict(measure="MACs / image", before=f"{before.macs / 1e9:.4f} G",
+                         after=f"{after.macs / 1e9:.4f} G", change=ratio(before.macs, after.macs),
+                         how=f"thop at {before.input_size[1]}×{before.input_size[2]}"))
+    lb, la = before.latency_ms, after.latency_ms
+    if lb and la:
+        how = f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, {la.device}, {la.threads} threads"
+        rows.append(dict(measure="Latency, median", before=f"{lb.median:.2f} ms", after=f"{la.median:.2f} ms",
+                         change=ratio(lb.median, la.median), how=how))
+        rows.append(dict(measure="Latency, p90", before=f"{lb.p90:.2f} ms", after=f"{la.p90:.2f} ms",
+                         change=ratio(lb.p90, la.p90), how="90th percentile of the same runs"))
+    ab, aa = before.accuracy, after.accuracy
+    if ab and aa:
+        rows.append(dict(measure="Top-1 accuracy", before=f"{ab.top1:.2f}% ({ab.ci95[0]:.1f}–{ab.ci95[1]:.1f})",
+                         after=f"{aa.top1:.2f}% ({aa.ci95[0]:.1f}–{aa.ci95[1]:.1f})",
+                         change=f"{aa.top1 - ab.top1:+.2f} pts",
+                         how=f"n = {aa.n} images, 95% Wilson interval in brackets"))
+    return rows

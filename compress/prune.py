@@ -235,6 +235,8 @@ def _one_step(work: nn.Module, pruner, cfg: StructuredConfig, batches, apply: bo
                 group.prune()
     finally:
         _clean(work, ctx)
+    order = {n: i for i, n in enumerate(names.values())}
+    report.groups.sort(key=lambda g: order.get(g.root, len(order)))     # network order
     return report
 
 

@@ -392,12 +392,14 @@ def save_artifact(loaded: LoadedModel, path: str | os.PathLike, meta: Optional[d
     Only tensors and plain data, so it loads back with ``weights_only=True``. Channel-pruned
     models round-trip too: loading resizes the layers to the saved shapes.
     """
-    p = Path(path)
     blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
             "num_classes": loaded.spec.num_classes, "meta_json": json.dumps(meta or {}),
             "state_dict": loaded.model.state_dict()}
-    torch.save(blob, p)
-    return p
+    if hasattr(path, "write"):          # a file object, e.g. BytesIO for a download button
+        torch.save(blob, path)
+        return path
+    torch.save(blob, Path(path))
+    return Path(path)
 
 
 def reshape_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -48,7 +48,7 @@ def test_bad_dataset_path_is_a_message_not_a_crash(tmp_path):
     at.button(key="measure").click().run()
     assert not at.exception
     assert any("No images found" in e.value for e in at.error)
-    at.switch_page("pages/classify.py").run()      # the session stays usable
+    at.switch_page("views/classify.py").run()      # the session stays usable
     assert not at.exception
 
 
@@ -64,7 +64,7 @@ def test_cuda_absent_is_a_message():
 
 def test_classify_page_waits_for_a_photo():
     at = fresh()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("views/classify.py").run()
     assert not at.exception
     assert at.radio(key="photo_source").options == ["Upload", "Camera"]
     assert any("Upload a photo" in i.value for i in at.info)
@@ -91,3 +91,43 @@ def test_offline_resnet18_without_weights_explains_where_to_put_them(tmp_path, m
 # Changing the sidebar's model picker is tested in tests/test_browser.py: AppTest (streamlit
 # 1.67) drops a changed value of a widget created after st.navigation(), which a real browser
 # applies, so an AppTest of it would test the harness, not the app.
+
+
+def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asset, cifar_tar):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["data_path"] = str(cifar_tar)
+    at.session_state["data_limit"] = 40
+    at.session_state["prune_runs"] = 5
+    at.switch_page("views/prune.py").run()
+    assert not at.exception and not at.error
+    est = {m.label: m.value for m in at.metric}
+    assert est["Parameters (estimate)"] == "2.86 M"            # ratio 0.5 by default
+    at.slider(key="prune_ratio").set_value(0.25).run()
+    est2 = {m.label: m.value for m in at.metric}
+    assert float(est2["Parameters (estimate)"].split()[0]) > 2.86
+    assert any("Estimate" in c.value for c in at.caption)
+    at.button(key="prune_go").click().run()
+    assert not at.exception and not at.error
+    table = at.table[0].value
+    assert set(table.index) >= {"Parameters", "Size (torch.save)", "MACs / image", "Latency, median",
+                                "Top-1 accuracy"}
+    assert "n = 40 images" in table.loc["Top-1 accuracy", "how"]
+    assert float(table.loc["MACs / image", "after"].split()[0]) < float(table.loc["MACs / image", "before"].split()[0])
+    assert len(at.get("plotly_chart")) == 3                     # importance, one group, channels
+    assert at.session_state["compressed"]["label"].startswith("channel-pruned 0.25")
+
+
+def test_prune_page_bad_input_keeps_the_session_usable(cifar_asset):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("views/prune.py").run()
+    at.radio(key="prune_target").set_value("macs").run()
+    at.multiselect(key="prune_protected").set_value(           # all but the last block protected
+        [n for n in at.multiselect(key="prune_protected").options if not n.startswith("layer4")]).run()
+    at.slider(key="prune_ratio").set_value(0.8).run()          # 80% fewer MACs: out of reach
+    assert not at.exception
+    assert any("out of reach" in e.value for e in at.error)
+    at.radio(key="prune_target").set_value("ratio").run()
+    at.multiselect(key="prune_protected").set_value([]).run()
+    at.multiselect(key="prune_only").set_value(["layer3.0.conv1"]).run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Parameters (estimate)"

@@ -45,14 +45,49 @@ def server():
     proc.wait(timeout=30)
 
 
-def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png, tmp_path):
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+
+
+def _save(tmp_path, *names):
+    if os.environ.get("SCREENSHOT_DIR"):
+        for name in names:
+            shutil.copy(tmp_path / name, os.path.join(os.environ["SCREENSHOT_DIR"], name))
+
+
+def _playwright():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it as root)")
-    pw = pytest.importorskip("playwright.sync_api")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def test_a_page_url_opened_first_on_a_fresh_server_has_the_sidebar_and_prunes(server, cifar_asset, tmp_path):
+    """Runs first (file order), so the server has served nothing yet: a bookmarked page URL
+    must still get app.py's navigation and sidebar. Then prune and read the measured table."""
+    pw = _playwright()
     with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 3000})
+        page.goto(server + "/prune", wait_until="networkidle")
+        page.get_by_text("Parameters (estimate)").wait_for(timeout=120_000)
+        assert page.locator("[data-testid=stSidebar]").get_by_text("Compression Lab").is_visible()
+        page.get_by_role("button", name="Prune", exact=True).click()
+        page.get_by_text("Before and after").wait_for(timeout=300_000)
+        page.get_by_text("Channel importance per group").wait_for(timeout=60_000)
+        page.get_by_text("Output channels per layer").wait_for(timeout=60_000)
+        table = page.locator("[data-testid=stTable]").first.inner_text()
+        page.screenshot(path=str(tmp_path / "prune.png"), full_page=True)
+        _save(tmp_path, "prune.png")
+        browser.close()
+    assert "Latency, median" in table and "MACs / image" in table
+
+
+def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png, tmp_path):
+    pw = _playwright()
+    with pw.sync_playwright() as p:
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server, wait_until="networkidle")
         page.get_by_text("MACs / image").wait_for(timeout=120_000)
@@ -61,7 +96,7 @@ def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png,
         page.get_by_role("option", name="efficientnet_lite0", exact=True).click()
         page.get_by_text("Model: efficientnet_lite0").wait_for(timeout=120_000)
         page.get_by_text("4.65 M").first.wait_for(timeout=120_000)     # efficientnet_lite0's parameters
-        page.get_by_text("MACs per layer").wait_for(timeout=120_000)
+        page.get_by_text("MACs per layer").first.wait_for(timeout=120_000)
         page.wait_for_timeout(1_000)
         page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
         page.get_by_role("link", name="Classify").click()
@@ -71,9 +106,7 @@ def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png,
         heading.wait_for(timeout=120_000)
         text = heading.inner_text()
         page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
-        if os.environ.get("SCREENSHOT_DIR"):
-            for name in ("model.png", "classify.png"):
-                shutil.copy(tmp_path / name, os.path.join(os.environ["SCREENSHOT_DIR"], name))
+        _save(tmp_path, "model.png", "classify.png")
         browser.close()
     # scikit-image's chelsea is a tabby; ImageNet's cat classes: tabby, tiger cat, Egyptian cat, ...
     assert any(c in text for c in ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese")), text

@@ -99,3 +99,37 @@ def data_settings() -> tuple[str, int, int]:
 
 def default_data_path() -> str:
     return os.environ.get("COMPRESSION_LAB_DATA", "")
+
+
+@st.cache_resource(show_spinner="Reading the evaluation images…", max_entries=4)
+def _eval_sets(path: str, limit: int, seed: int, spec_key: str, _spec):
+    from compress.data import eval_sets
+    return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name,
+                     limit=limit, seed=seed)
+
+
+def eval_sets_for(spec):
+    """(EvalSets or None, error or None) for the sidebar's dataset; (None, None) when the
+    user has not chosen one. Cached: every page measures on the same tensors."""
+    path, limit, seed = data_settings()
+    if not path:
+        return None, None
+    try:
+        return _eval_sets(path, limit, seed, f"{spec.name}|{spec.preprocess}|{spec.num_classes}", spec), None
+    except CompressError as e:
+        return None, str(e)
+
+
+def set_compressed(model, label: str, steps: list) -> None:
+    """Make ``model`` the current compressed model that every page uses."""
+    st.session_state.compressed = {"key": st.session_state.get("model_key"), "model": model,
+                                   "label": label, "steps": steps}
+
+
+def current_compressed():
+    """The current compressed model's record (model, label, steps) for the loaded original,
+    or None."""
+    c = st.session_state.get("compressed")
+    if c and c["key"] == st.session_state.get("model_key"):
+        return c
+    return None

@@ -6,7 +6,7 @@ import streamlit as st
 from compress import charts
 from compress.errors import CompressError
 from compress.images import MAX_PIXELS, classify, read_image
-from pages.common import current_device, require_model
+from views.common import current_device, require_model
 
 loaded = require_model()
 spec = loaded.spec

@@ -11,7 +11,7 @@ import torch
 from compress.errors import CompressError
 from compress.measure import (check_labels_fit, count_params, layer_table,
                               profile_model, serialized_size)
-from pages.common import current_device, data_settings, require_model
+from views.common import current_device, data_settings, require_model
 
 loaded = require_model()
 spec = loaded.spec

@@ -1,0 +1,249 @@
+"""Prune page: structured (channel) and unstructured pruning, importance, sensitivity.
+
+Widgets -> a StructuredConfig / UnstructuredConfig -> compress.prune -> measured tables
+and charts. The pruned model becomes the session's current compressed model.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, replace
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from compress import charts
+from compress import prune as P
+from compress.data import cache_dir
+from compress.errors import CompressError
+from compress.measure import compare_profiles, layer_table, profile_model
+from compress.zoo import LoadedModel, save_artifact
+from views.common import (current_compressed, current_device, eval_sets_for, require_model,
+                          set_compressed)
+
+loaded = require_model()
+spec, model = loaded.spec, loaded.model
+key = st.session_state.get("model_key", spec.name)
+st.title("Prune")
+st.caption("Pruning removes parts of the network that matter least. **Structured** pruning "
+           "takes out whole channels, so the model really gets smaller and faster. "
+           "**Unstructured** pruning only sets single weights to zero.")
+
+if isinstance(model, torch.jit.ScriptModule):
+    st.error("This is a TorchScript model: its layers cannot be changed. Load a state_dict or a "
+             "project checkpoint to prune it.")
+    st.stop()
+
+layers = P.prunable_layers(model)
+defaults = list(P.default_protected(model))
+sets, data_error = eval_sets_for(spec)
+if data_error:
+    st.error(data_error)
+elif sets is None:
+    st.info("No dataset chosen in the sidebar: latency, size and MACs are still measured, but "
+            "not accuracy, and the activation/Taylor criteria are unavailable.")
+
+
+def measure(m, bar, label):
+    """A full profile on the sidebar's device and images, progress shown on ``bar``."""
+    device = current_device()
+    if device is None:
+        st.stop()
+    runs = int(st.session_state.get("prune_runs", 30))
+    return profile_model(m, spec.name, spec.input_size, device, runs=runs, warmup=5,
+                         eval_batches=sets.evaluation if sets else None,
+                         eval_total=sets.n_eval if sets else None, weights=loaded.weights_note,
+                         on_progress=lambda ev: bar.progress(ev.fraction, text=f"{label} – {ev.stage}: {ev.message}"))
+
+
+def artifact_bytes(m) -> bytes:
+    buf = io.BytesIO()
+    save_artifact(LoadedModel(m, spec, loaded.weights_note, loaded.trained), buf)
+    return buf.getvalue()
+
+
+structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
+
+# ------------------------------------------------------------------ structured
+with structured:
+    left, right = st.columns([3, 2])
+    with left:
+        target = st.radio(
+            "Aim for", ["ratio", "macs", "params"], horizontal=True, key="prune_target",
+            format_func={"ratio": "a channel ratio", "macs": "fewer MACs (compute)",
+                         "params": "fewer parameters (size)"}.get,
+            help="Say how much to remove directly, or name a saving and let the tool find the ratio.")
+        label = ("Share of channels to remove in each layer" if target == "ratio"
+                 else f"Share of {'MACs' if target == 'macs' else 'parameters'} to remove")
+        amount = st.slider(label, 0.0, 0.9, 0.5, 0.05, key="prune_ratio",
+                           help="0.5 removes half. Higher saves more and costs more accuracy.")
+        criterion = st.selectbox("How to judge a channel's importance", list(P.CRITERIA), key="prune_criterion",
+                                 format_func=lambda c: f"{c}: {P.CRITERIA[c]}")
+        scope = st.radio("Scope", ["uniform", "global"], horizontal=True, key="prune_scope",
+                         format_func={"uniform": "same share in every layer",
+                                      "global": "rank all channels together"}.get,
+                         help="Global lets important layers keep more channels and cut others harder.")
+    with right:
+        protected = st.multiselect("Protected layers (never pruned)", layers, default=defaults,
+                                   key="prune_protected",
+                                   help="By default the first conv and the classifier: the input "
+                                        "and the output must keep their size. In a ResNet, the "
+                                        "first conv's channels also run through all of layer1.")
+        only = st.multiselect("Prune only these layers (empty = all)", layers, key="prune_only",
+                              help="Single-layer mode, e.g. layer2.0.conv1, to see one layer's effect.")
+        round8 = st.checkbox("Keep channel counts multiples of 8", key="prune_round8",
+                             help="Phone and GPU kernels run fastest on multiples of 8.")
+    if criterion in P.NEEDS_DATA and sets is None:
+        st.warning(f"The {criterion} criterion looks at real images: choose a labelled dataset in "
+                   "the sidebar, or pick a weight-based criterion.")
+
+    cfg = P.StructuredConfig(
+        ratio=amount if target == "ratio" else 0.5, criterion=criterion, scope=scope,
+        protected=tuple(protected), only_layers=tuple(only), round_to=8 if round8 else None,
+        target=target, target_reduction=amount)
+
+    @st.cache_data(show_spinner="Estimating…", max_entries=64)
+    def cached_estimate(_model, key: str, cfg: P.StructuredConfig, input_size):
+        return P.estimate(_model, cfg, input_size)
+
+    @st.cache_data(show_spinner=False, max_entries=8)
+    def original_counts(_model, key: str, input_size):
+        from compress.measure import count_macs, count_params
+        return count_params(_model)[0], count_macs(_model, input_size)
+
+    base_params, base_macs = original_counts(model, key, spec.input_size)
+    est = None
+    if amount > 0:
+        try:
+            est = cached_estimate(model, key, cfg, spec.input_size)
+        except CompressError as e:
+            st.error(str(e))
+    e = st.columns(3)
+    if est is not None:
+        e[0].metric("Parameters (estimate)", f"{est['params'] / 1e6:.2f} M",
+                    f"×{est['params'] / base_params:.2f} of {base_params / 1e6:.2f} M", delta_color="off", delta_arrow="off")
+        e[1].metric("MACs / image (estimate)", f"{est['macs'] / 1e9:.3f} G",
+                    f"×{est['macs'] / base_macs:.2f} of {base_macs / 1e9:.3f} G", delta_color="off", delta_arrow="off")
+        e[2].metric("Channel ratio used", f"{est['ratio']:.3f}")
+        st.caption("Estimate: counted on a quick weight-magnitude prune at this setting, without "
+                   "latency or accuracy. Press **Prune** to measure everything.")
+
+    with st.expander("Measurement settings"):
+        st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30,
+                        key="prune_runs")
+
+    if st.button("Prune", type="primary", key="prune_go", disabled=amount == 0):
+        bar = st.progress(0.0, text="starting")
+        try:
+            before = measure(model, bar, "original")
+            pruned, report = P.prune_structured(model, cfg, spec.input_size,
+                                                batches=sets.scoring if sets else None)
+            after = measure(pruned, bar, "pruned")
+            st.session_state.prune_result = {
+                "key": key, "cfg": cfg, "report": report, "before": before, "after": after,
+                "rows_before": layer_table(model, spec.input_size),
+                "rows_after": layer_table(pruned, spec.input_size)}
+            set_compressed(pruned, f"channel-pruned {report.ratio:.2f} ({criterion}, {scope})",
+                           [{"step": "prune_structured", "config": asdict(replace(cfg, ratio=report.ratio))}])
+        except CompressError as err:
+            st.error(str(err))
+        bar.empty()
+
+    res = st.session_state.get("prune_result")
+    if res and res["key"] == key:
+        report = res["report"]
+        st.subheader("Before and after")
+        st.caption(f"Both measured just now, in the same run. Channel ratio {report.ratio:.3f}, "
+                   f"criterion {report.criterion}.")
+        st.table(pd.DataFrame(compare_profiles(res["before"], res["after"])).set_index("measure"))
+        st.plotly_chart(charts.importance_strip(report), width="stretch", key="prune_strip")
+        st.caption("Each dot is one channel. Layers joined by a residual connection or a "
+                   "BatchNorm share one decision, so they appear as one row (hover to see them).")
+        roots = [g.root for g in report.groups]
+        pick = st.selectbox("Look closer at one group", roots, key="prune_pick")
+        st.plotly_chart(charts.channel_scores(report.by_root()[pick]), width="stretch", key="prune_one")
+        st.plotly_chart(charts.channel_bars(res["rows_before"], res["rows_after"]), width="stretch",
+                        key="prune_bars")
+        comp = current_compressed()
+        if comp is not None:
+            st.download_button("Download the pruned model (.pt, loads with weights_only=True)",
+                               data=artifact_bytes(comp["model"]), file_name=f"{spec.name}-pruned.pt",
+                               key="prune_download")
+
+    st.subheader("Sensitivity scan")
+    st.caption("Prune one part at a time, without any recovery, and see how accuracy falls. "
+               "Parts whose line stays flat can be pruned harder.")
+    s = st.columns(3)
+    unit = s[0].radio("Prune one…", ["stage", "group"], horizontal=True, key="sens_unit",
+                      format_func={"stage": "stage at a time", "group": "group at a time (slower)"}.get)
+    n_scan = s[1].number_input("Images for the scan", 16, 2000, 256, step=16, key="sens_n",
+                               help="A subset of the evaluation images; more is slower and surer.")
+    ratios = s[2].multiselect("Ratios", list(P.SENSITIVITY_RATIOS), default=[0.2, 0.4, 0.6, 0.8],
+                              key="sens_ratios")
+    if st.button("Run sensitivity scan", key="sens_go", disabled=sets is None or not ratios):
+        device = current_device()
+        bar = st.progress(0.0, text="starting")
+        batches, n = [], 0
+        for x, y in (sets.evaluation if sets else []):
+            batches.append((x[: n_scan - n], y[: n_scan - n]))
+            n += len(batches[-1][1])
+            if n >= n_scan:
+                break
+        try:
+            table = P.sensitivity(model, spec.input_size, batches, criterion=criterion,
+                                  unit=unit, ratios=tuple(sorted(ratios)), protected=tuple(protected),
+                                  device=device, cache_dir=cache_dir() / "sensitivity",
+                                  on_progress=lambda ev: bar.progress(ev.fraction, text=ev.message))
+            st.session_state.sensitivity = {"key": key, "table": table}
+        except CompressError as err:
+            st.error(str(err))
+        bar.empty()
+    sens = st.session_state.get("sensitivity")
+    if sens and sens["key"] == key:
+        t = sens["table"]
+        if t.cached:
+            st.caption("From the cache: the same weights, images and settings were scanned before.")
+        st.plotly_chart(charts.sensitivity_lines(t), width="stretch", key="sens_chart")
+        with st.expander("Sensitivity table"):
+            st.dataframe(pd.DataFrame([dict(unit=r.unit, ratio=r.ratio, top1=round(r.top1, 2),
+                                            ci95=f"{r.ci95[0]:.1f}–{r.ci95[1]:.1f}", n=r.n,
+                                            macs_x=round(r.macs_fraction, 3)) for r in t.rows]),
+                         hide_index=True, width="stretch")
+
+# ------------------------------------------------------------------ unstructured
+with unstructured:
+    st.info("Zeroed weights are still stored and still multiplied: the dense file keeps its "
+            "size and the dense model its speed. The zeros only pay off when the file is "
+            "compressed (the gzip row) or run by a sparse engine.")
+    comp = current_compressed()
+    start_options = ["original"] + (["compressed"] if comp else [])
+    start = st.radio("Start from", start_options, horizontal=True, key="un_start",
+                     format_func={"original": "the original model",
+                                  "compressed": f"the current compressed model ({comp['label'] if comp else ''})"}.get)
+    u = st.columns(3)
+    u_amount = u[0].slider("Share of weights to set to zero", 0.0, 0.95, 0.5, 0.05, key="un_amount")
+    u_method = u[1].radio("Which weights", ["l1", "random"], key="un_method",
+                          format_func={"l1": "the smallest", "random": "random (control)"}.get)
+    u_scope = u[2].radio("Threshold", ["global", "layer"], key="un_scope",
+                         format_func={"global": "one for the whole model", "layer": "per layer"}.get)
+    if st.button("Apply unstructured pruning", key="un_go", disabled=u_amount == 0):
+        source = comp["model"] if start == "compressed" else model
+        ucfg = P.UnstructuredConfig(amount=u_amount, method=u_method, scope=u_scope)
+        bar = st.progress(0.0, text="starting")
+        try:
+            before = measure(source, bar, "before")
+            sparse, sp = P.prune_unstructured(source, ucfg)
+            after = measure(sparse, bar, "after")
+            st.session_state.unstructured_result = {"key": key, "before": before, "after": after,
+                                                    "sparsity": sp}
+            steps = (comp["steps"] if start == "compressed" else []) + [
+                {"step": "prune_unstructured", "config": asdict(ucfg)}]
+            prefix = comp["label"] + " + " if start == "compressed" else ""
+            set_compressed(sparse, f"{prefix}{100 * u_amount:.0f}% zero weights", steps)
+        except CompressError as err:
+            st.error(str(err))
+        bar.empty()
+    ures = st.session_state.get("unstructured_result")
+    if ures and ures["key"] == key:
+        st.table(pd.DataFrame(compare_profiles(ures["before"], ures["after"])).set_index("measure"))
+        st.plotly_chart(charts.sparsity_bars(ures["sparsity"]), width="stretch", key="un_chart")
