@@ -86,9 +86,11 @@ with structured:
     with right:
         protected = st.multiselect("Protected layers (never pruned)", layers, default=defaults,
                                    key="prune_protected",
-                                   help="By default the first conv and the classifier: the input "
-                                        "and the output must keep their size. In a ResNet, the "
-                                        "first conv's channels also run through all of layer1.")
+                                   help="By default the first conv and the classifier, as most "
+                                        "recipes do. In a ResNet the first conv's channels run "
+                                        "through all of layer1, the largest images in the network: "
+                                        "unprotecting it prunes much faster models "
+                                        "(docs/pruning.md) at a higher accuracy cost.")
         only = st.multiselect("Prune only these layers (empty = all)", layers, key="prune_only",
                               help="Single-layer mode, e.g. layer2.0.conv1, to see one layer's effect.")
         round8 = st.checkbox("Keep channel counts multiples of 8", key="prune_round8",
