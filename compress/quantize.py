@@ -1,0 +1,366 @@
+"""Quantization behind one interface: ``quantize(model, QuantConfig, ...) -> QuantizedModel``.
+
+Every mode returns a model that takes the same float images and returns float logits, so
+the same latency and accuracy code measures all of them, each in the runtime that
+executes it:
+
+* ``dynamic``   torch.ao dynamic INT8: Linear weights only. A CNN's convolutions stay
+                float, so a CNN gains almost nothing; the result says so.
+* ``static``    torch.ao FX post-training static INT8: Conv-BN(-ReLU) fusion, per-channel
+                weights, activations calibrated on real images; x86 (fbgemm/oneDNN) for
+                server CPUs, qnnpack for ARM.
+* ``ort-fp32``  the model exported to ONNX and run by ONNX Runtime in FP32: the second
+                FP32 baseline (a different runtime, not a quantization).
+* ``ort-int8``  ONNX Runtime static QDQ INT8 of that export, per-channel, calibrated on
+                the same images.
+* ``fp16`` / ``bf16``  half-precision weights and activations: FP16 on CUDA; BF16 on CUDA
+                or the CPU.
+
+The backends verified to work on the pinned torch 2.14.1 are the ones used here; torchao's
+PT2E X86InductorQuantizer failed on resnet18 (see docs/quantization.md).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import CompressError, DeviceError
+from compress.progress import OnProgress, emit
+
+MODES = {
+    "dynamic": "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
+               "image CNNs, whose work is in convolutions.",
+    "static": "Static INT8 (PyTorch): weights and activations in 8-bit, with ranges learned "
+              "from a few real photos. Usually 2–4× faster on CPU and 4× smaller.",
+    "ort-fp32": "ONNX Runtime FP32: the same float model in a faster inference engine. Not "
+                "a quantization: the fair float baseline for ONNX Runtime INT8.",
+    "ort-int8": "ONNX Runtime INT8: static 8-bit in ONNX Runtime, calibrated on the same "
+                "photos. Often the fastest CPU path.",
+    "fp16": "Half precision (FP16): 2× smaller, faster on NVIDIA GPUs. Needs CUDA.",
+    "bf16": "Bfloat16: 2× smaller; fast on GPUs and on CPUs with native BF16 (AVX512-BF16/AMX).",
+}
+BACKENDS = ("x86", "qnnpack")
+OBSERVERS = {"minmax": "smallest and largest value seen", "histogram": "a range that ignores rare outliers"}
+
+
+class QuantizeError(CompressError):
+    """A quantization request that cannot be carried out."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    mode: str = "static"
+    backend: str = "x86"                # torch modes: x86 (server CPUs) or qnnpack (ARM)
+    calibration: int = 128              # images used to learn activation ranges
+    observer: str = "histogram"         # "minmax" or "histogram"
+    per_channel: bool = True
+    keep_float: tuple[str, ...] = ()    # layer names left in float (mixed precision)
+
+
+@dataclass
+class QuantizedModel:
+    """A model that maps float images to float logits, plus what it is and where it runs."""
+    model: nn.Module
+    mode: str
+    runtime: str                        # e.g. "PyTorch eager", "PyTorch INT8 (x86)", "ONNX Runtime"
+    size_bytes: int                     # serialized bytes in that runtime's own format
+    size_gzip_bytes: int
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+    onnx: Optional[bytes] = None        # the ONNX file, for ORT modes
+
+
+def validate(model: nn.Module, cfg: QuantConfig) -> None:
+    if cfg.mode not in MODES:
+        raise QuantizeError(f"Unknown quantization mode {cfg.mode!r}. Choose one of: {', '.join(MODES)}.")
+    if cfg.backend not in BACKENDS:
+        raise QuantizeError(f"Unknown backend {cfg.backend!r}: use 'x86' (server CPUs) or 'qnnpack' (ARM).")
+    if cfg.observer not in OBSERVERS:
+        raise QuantizeError(f"Unknown observer {cfg.observer!r}: use 'minmax' or 'histogram'.")
+    if cfg.calibration < 1 and cfg.mode in ("static", "ort-int8"):
+        raise QuantizeError("Static quantization needs at least 1 calibration image (128 is a good start).")
+    names = dict(model.named_modules())
+    for n in cfg.keep_float:
+        if n not in names:
+            raise QuantizeError(f"Layer {n!r} (to keep in float) does not exist in this model.")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise QuantizeError("This is a TorchScript model; quantization needs the Python model "
+                            "(load a state_dict or a project checkpoint).")
+
+
+def _gzip_len(data: bytes) -> int:
+    import gzip
+    return len(gzip.compress(data, compresslevel=6))
+
+
+def _torch_bytes(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def calibration_images(batches: Iterable, n: int) -> list[torch.Tensor]:
+    """The first ``n`` images of ``batches`` (labels dropped), as batches."""
+    out, seen = [], 0
+    for b in batches:
+        x = b[0] if isinstance(b, (tuple, list)) else b
+        x = x[: n - seen]
+        out.append(x)
+        seen += len(x)
+        if seen >= n:
+            break
+    if not out:
+        raise QuantizeError("Static quantization needs calibration images: choose a dataset.")
+    return out
+
+
+# ------------------------------------------------------------------ PyTorch (torch.ao)
+
+def _qconfig(cfg: QuantConfig):
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import (HistogramObserver, MinMaxObserver,
+                                                PerChannelMinMaxObserver)
+    # x86's fbgemm kernels need 7-bit activations on CPUs without VNNI to avoid overflow
+    reduce = cfg.backend == "x86"
+    act = (HistogramObserver if cfg.observer == "histogram" else MinMaxObserver).with_args(
+        reduce_range=reduce, dtype=torch.quint8)
+    weight = (PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+              if cfg.per_channel else
+              MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+    return QConfig(activation=act, weight=weight)
+
+
+def _static_torch(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = cfg.backend
+    qmap = QConfigMapping().set_global(_qconfig(cfg))
+    for n in cfg.keep_float:
+        qmap = qmap.set_module_name(n, None)
+    work = copy.deepcopy(model).cpu().eval()
+    example = (torch.zeros(1, *input_size),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_fx(work, qmap, example)     # fuses Conv-BN(-ReLU) for eval
+    except Exception as e:
+        raise QuantizeError(f"PyTorch could not trace this model for static INT8 "
+                            f"({type(e).__name__}: {str(e)[:200]}). Try ort-int8.") from None
+    with torch.no_grad():
+        for i, x in enumerate(calib):
+            emit(on_progress, "calibrate", i / len(calib), f"calibration batch {i + 1}/{len(calib)}")
+            prepared(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = convert_fx(prepared)
+    data = _torch_bytes(q)
+    notes = [f"{len(cfg.keep_float)} layer(s) kept in float"] if cfg.keep_float else []
+    if cfg.backend == "qnnpack":
+        notes.append("qnnpack is built for ARM; on an x86 machine its latency is not what a phone sees.")
+    return QuantizedModel(q, "static", f"PyTorch INT8 ({cfg.backend})", len(data), _gzip_len(data),
+                          torch.device("cpu"), notes)
+
+
+def _dynamic_torch(model, cfg) -> QuantizedModel:
+    from torch.ao.quantization import quantize_dynamic
+    torch.backends.quantized.engine = cfg.backend
+    work = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(work, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+    data = _torch_bytes(q)
+    conv = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    note = (f"{100 * conv / max(total, 1):.0f}% of this model's parameters are in convolutions, "
+            "which dynamic INT8 leaves in float: expect little gain in size or speed.")
+    return QuantizedModel(q, "dynamic", f"PyTorch dynamic INT8 ({cfg.backend})", len(data),
+                          _gzip_len(data), torch.device("cpu"), [note])
+
+
+def _half(model, cfg, device: torch.device) -> QuantizedModel:
+    dtype = torch.float16 if cfg.mode == "fp16" else torch.bfloat16
+    notes = []
+    if device.type != "cuda":
+        if cfg.mode == "fp16":
+            raise DeviceError("FP16 runs fast only on a CUDA GPU, and there is none here "
+                              "(choose bf16, static INT8 or ort-int8 for a CPU).")
+        if not _cpu_has_native_bf16():
+            notes.append("This CPU has no native BF16 (AVX512-BF16 or AMX): BF16 is emulated "
+                         "and is expected to be slower than FP32 here.")
+    work = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
+    data = _torch_bytes(work)
+    return QuantizedModel(_CastInput(work, dtype), cfg.mode, f"PyTorch eager {cfg.mode.upper()}", len(data),
+                          _gzip_len(data), device, notes)
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpu_has_native_bf16() -> bool:
+    flags = _cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_vnni() -> bool:
+    """x86 CPUs without VNNI multiply u8×s8 with a 16-bit saturating instruction, so 8-bit
+    weights can overflow; 7-bit weights (reduce_range) avoid it. Measured here (AVX2, no
+    VNNI): ONNX Runtime INT8 resnet18_cifar10 agreed with FP32 on 85% of images with full
+    range and 99.5% with reduce_range."""
+    flags = _cpu_flags()
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
+class _CastInput(nn.Module):
+    """Feeds float images to a half-precision model and returns float32 logits."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, x):
+        return self.inner(x.to(self.dtype)).float()
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+def export_onnx(model: nn.Module, input_size, opset: int = 17) -> bytes:
+    """The model as ONNX bytes with a dynamic batch axis (TorchScript-based exporter)."""
+    buf = io.BytesIO()
+    x = torch.zeros(1, *input_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(copy.deepcopy(model).cpu().eval(), (x,), buf, dynamo=False,
+                              input_names=["images"], output_names=["logits"], opset_version=opset,
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as e:
+        raise QuantizeError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None
+    return buf.getvalue()
+
+
+class OrtModel(nn.Module):
+    """An ONNX Runtime session behind a module's interface: float tensor in, float logits out.
+
+    Latency measured through it is ONNX Runtime's (the numpy conversion costs microseconds).
+    """
+
+    def __init__(self, onnx_bytes: bytes, threads: Optional[int] = None):
+        super().__init__()
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x):
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def _ort(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
+    emit(on_progress, "export", 0.0, "exporting to ONNX")
+    fp32 = export_onnx(model, input_size)
+    if cfg.mode == "ort-fp32":
+        return QuantizedModel(OrtModel(fp32), "ort-fp32", "ONNX Runtime FP32", len(fp32), _gzip_len(fp32),
+                              torch.device("cpu"), onnx=fp32)
+    import tempfile
+    from pathlib import Path
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"images": x[i:i + 1].numpy()} for x in calib for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    emit(on_progress, "calibrate", 0.2, f"calibrating ONNX Runtime INT8 on {sum(len(x) for x in calib)} images")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception:
+            pre = src          # pre-processing only improves the result; quantize without it
+        exclude = _onnx_nodes_for(pre, cfg.keep_float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=cfg.per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            reduce_range=not cpu_has_vnni(),
+                            calibrate_method=(CalibrationMethod.Percentile if cfg.observer == "histogram"
+                                              else CalibrationMethod.MinMax),
+                            extra_options={"CalibPercentile": 99.999})
+        int8 = dst.read_bytes()
+    return QuantizedModel(OrtModel(int8), "ort-int8", "ONNX Runtime INT8 (QDQ)", len(int8), _gzip_len(int8),
+                          torch.device("cpu"),
+                          [f"{len(cfg.keep_float)} layer(s) kept in float"] if cfg.keep_float else [],
+                          onnx=int8)
+
+
+def onnx_node_module(node_name: str) -> str:
+    """The PyTorch module path an exported node came from: the TorchScript exporter names
+    nodes by scope, e.g. ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``."""
+    path = ""
+    for seg in node_name.strip("/").split("/")[:-1]:
+        path = seg if (not path or seg.startswith(path + ".")) else f"{path}.{seg}"
+    return path
+
+
+def _onnx_nodes_for(path, layer_names: tuple[str, ...]) -> list[str]:
+    """ONNX node names that belong to the given PyTorch layers (or their children)."""
+    if not layer_names:
+        return []
+    import onnx
+    out = []
+    for node in onnx.load(str(path)).graph.node:
+        mod = onnx_node_module(node.name)
+        if any(mod == n or mod.startswith(n + ".") for n in layer_names):
+            out.append(node.name)
+    return out
+
+
+# ------------------------------------------------------------------ the one entry point
+
+def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Optional[Iterable] = None,
+             device: Optional[torch.device] = None,
+             on_progress: Optional[OnProgress] = None) -> QuantizedModel:
+    """Quantize a copy of ``model`` (the caller's model is not changed).
+
+    ``calibration``: batches of real images (labels ignored), kept apart from the images
+    accuracy is measured on; the first ``cfg.calibration`` images are used.
+    """
+    validate(model, cfg)
+    device = device or torch.device("cpu")
+    if cfg.mode in ("static", "dynamic", "ort-fp32", "ort-int8") and device.type != "cpu":
+        raise DeviceError(f"{cfg.mode} runs on the CPU; choose fp16 or bf16 for the GPU.")
+    calib = None
+    if cfg.mode in ("static", "ort-int8"):
+        if calibration is None:
+            raise QuantizeError(f"{cfg.mode} learns activation ranges from real images: choose a "
+                                "dataset (its calibration images are kept apart from evaluation).")
+        calib = calibration_images(calibration, cfg.calibration)
+    if cfg.mode == "static":
+        return _static_torch(model, cfg, input_size, calib, on_progress)
+    if cfg.mode == "dynamic":
+        return _dynamic_torch(model, cfg)
+    if cfg.mode in ("ort-fp32", "ort-int8"):
+        return _ort(model, cfg, input_size, calib, on_progress)
+    return _half(model, cfg, device)

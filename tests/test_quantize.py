@@ -1,0 +1,131 @@
+"""Quantization: real INT8 models that agree with the float model, honest about what fails."""
+import pytest
+import torch
+from torch import nn
+
+from compress.errors import DeviceError
+from compress.quantize import QuantConfig, QuantizeError, quantize
+from compress.zoo import build_architecture
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_asset, cifar_tar):
+    """The trained CIFAR-10 model, 64 calibration images and 192 other evaluation images."""
+    from compress import data as D
+    from compress.zoo import load_model
+    lm = load_model("resnet18_cifar10")
+    sets = D.eval_sets(cifar_tar, lm.spec.preprocess.transform(), 10, lm.spec.name, limit=192,
+                       seed=0, n_scoring=64, batch_size=64)
+    return lm.model, sets
+
+
+def _agreement(a: nn.Module, b: nn.Module, batches) -> tuple[float, float]:
+    """(top-1 agreement, max abs logit difference) over the batches."""
+    same = n = 0
+    diff = 0.0
+    with torch.no_grad():
+        for x, _ in batches:
+            ya, yb = a(x), b(x)
+            same += int((ya.argmax(1) == yb.argmax(1)).sum())
+            n += len(x)
+            diff = max(diff, float((ya - yb).abs().max()))
+    return same / n, diff
+
+
+def _float_bytes(model):
+    import io
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return len(buf.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["static", "ort-int8"])
+def test_int8_is_four_times_smaller_and_agrees_with_float(cifar, mode):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode=mode, calibration=64), (3, 32, 32), sets.scoring)
+    agree, _ = _agreement(model.eval(), q.model, sets.evaluation)
+    assert agree >= 0.9, agree
+    assert q.size_bytes < 0.3 * _float_bytes(model)
+    assert q.device == CPU and q.runtime
+
+
+def test_ort_fp32_matches_pytorch(cifar):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="ort-fp32"), (3, 32, 32))
+    agree, diff = _agreement(model.eval(), q.model, sets.evaluation)
+    assert agree == 1.0 and diff < 1e-3
+    assert q.onnx is not None and q.size_bytes == len(q.onnx)
+
+
+def test_dynamic_int8_says_it_does_little_for_a_cnn(cifar):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="dynamic"), (3, 32, 32))
+    assert q.size_bytes > 0.9 * _float_bytes(model)            # convolutions stay float
+    assert "convolutions" in q.notes[0]
+    assert _agreement(model.eval(), q.model, sets.evaluation)[0] >= 0.95
+
+
+def test_keep_float_leaves_that_layer_in_float(cifar):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="static", calibration=32, keep_float=("fc",)), (3, 32, 32),
+                 sets.scoring)
+    assert type(q.model.fc) is nn.Linear
+    assert "quantized" in type(q.model.get_submodule("layer1.0.conv1")).__module__
+
+
+def test_bf16_on_cpu_runs_and_fp16_needs_cuda(cifar):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="bf16"), (3, 32, 32))
+    assert q.size_bytes < 0.55 * _float_bytes(model)
+    assert _agreement(model.eval(), q.model, sets.evaluation)[0] >= 0.9
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA"):
+            quantize(model, QuantConfig(mode="fp16"), (3, 32, 32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_on_cuda(cifar):
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="fp16"), (3, 32, 32), device=torch.device("cuda"))
+    x, _ = sets.evaluation[0]
+    assert q.model(x.cuda()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("arch,size", [("resnet18", 64), ("efficientnet_lite0", 64)])
+def test_prune_then_quantize(arch, size):
+    from compress.prune import StructuredConfig, prune_structured
+    m = build_architecture(arch, 10).eval()
+    p, _ = prune_structured(m, StructuredConfig(ratio=0.5), (3, size, size))
+    calib = [(torch.randn(8, 3, size, size), torch.zeros(8, dtype=torch.long))]
+    for mode in ("static", "ort-int8"):
+        q = quantize(p, QuantConfig(mode=mode, calibration=8), (3, size, size), calib)
+        assert q.model(torch.randn(2, 3, size, size)).shape == (2, 10)
+
+
+def test_bad_requests_get_clear_messages(cifar):
+    model, _ = cifar
+    with pytest.raises(QuantizeError, match="Unknown quantization mode"):
+        quantize(model, QuantConfig(mode="int3"), (3, 32, 32))
+    with pytest.raises(QuantizeError, match="'layer9' .* does not exist"):
+        quantize(model, QuantConfig(keep_float=("layer9",)), (3, 32, 32), [])
+    with pytest.raises(QuantizeError, match="choose a dataset"):
+        quantize(model, QuantConfig(mode="static"), (3, 32, 32))
+
+
+def test_onnx_keep_float_excludes_the_layer_nodes(cifar):
+    import onnx
+    from compress.quantize import onnx_node_module
+    assert onnx_node_module("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
+    assert onnx_node_module("/fc/Gemm") == "fc"
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="ort-int8", calibration=16, keep_float=("layer1.0.conv1",)),
+                 (3, 32, 32), sets.scoring)
+    g = onnx.load_from_string(q.onnx).graph
+    conv = next(n for n in g.node if n.op_type == "Conv" and onnx_node_module(n.name) == "layer1.0.conv1")
+    producers = {o: n for n in g.node for o in n.output}
+    weights = {t.name for t in g.initializer}
+    assert conv.input[1] in weights                     # float weights, read directly
+    other = next(n for n in g.node if n.op_type == "Conv" and onnx_node_module(n.name) == "layer1.0.conv2")
+    assert producers[other.input[1]].op_type == "DequantizeLinear"     # INT8 weights
