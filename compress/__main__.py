@@ -58,10 +58,23 @@ def _cmd_run(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
     loaded = _load(a)
     spec = loaded.spec
+    qcfg = None
+    if a.quantize != "none":
+        from compress.quantize import QuantConfig, validate as validate_quant
+        qcfg = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib,
+                           observer=a.observer, keep_float=_names(a.keep_float))
+        validate_quant(loaded.model, qcfg, device)
+        if qcfg.mode in ("static", "ort-int8") and not a.data:
+            raise CompressError(f"--quantize {qcfg.mode} calibrates on real images: give --data.")
+        if a.save and not qcfg.mode.startswith("ort"):
+            raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
+                                f"--quantize {qcfg.mode} model is measured but not saved yet "
+                                "(use --quantize ort-int8 for a file).")
     sets = None
     if a.data:
         sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name,
-                           limit=a.limit, seed=a.seed)
+                           limit=a.limit, seed=a.seed,
+                           n_scoring=max(64, a.calib if qcfg is not None else 0))
 
     def log(ev):
         if not a.json:
@@ -107,15 +120,32 @@ def _cmd_run(a: argparse.Namespace) -> int:
                                  "layers": [{"layer": n, "zeros": z, "total": t} for n, z, t in sp.layers],
                                  "note": "weights zeroed in place: dense bytes and dense latency "
                                          "do not change; compare size_gzip_bytes"}})
-    after = profile(model)
+    if qcfg is not None:
+        from compress.quantize import profile_quantized, quantize
+        t0 = time.perf_counter()
+        q = quantize(model, qcfg, spec.input_size, sets.scoring if sets else None, device, on_progress=log)
+        steps.append({"step": "quantize", "config": asdict(qcfg),
+                      "seconds": round(time.perf_counter() - t0, 3),
+                      "report": {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes}})
+        after = profile_quantized(q, model, spec.name, spec.input_size, batch=a.batch, runs=a.runs,
+                                  warmup=a.warmup, threads=a.threads,
+                                  eval_batches=sets.evaluation if sets else None,
+                                  weights=loaded.weights_note).to_json()
+        model = q
+    else:
+        after = profile(model)
     out = {"model": spec.name, "weights": loaded.weights_note, "device": str(device),
            "data": None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
                                               "n_scoring": sets.n_scoring, "seed": a.seed},
            "before": before, "after": after, "steps": steps}
     if a.save:
-        save_artifact(LoadedModel(model, spec, loaded.weights_note, loaded.trained), a.save,
-                      meta={"steps": [{k: v for k, v in st.items() if k != "report"} for st in steps]})
-        out["artifacts"] = {"checkpoint": str(a.save)}
+        meta = {"steps": [{k: v for k, v in st.items() if k != "report"} for st in steps]}
+        if qcfg is None:
+            save_artifact(LoadedModel(model, spec, loaded.weights_note, loaded.trained), a.save, meta=meta)
+            out["artifacts"] = {"checkpoint": str(a.save)}
+        else:
+            Path(a.save).write_bytes(model.onnx)
+            out["artifacts"] = {"onnx": str(a.save)}
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -234,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="unstructured pruning: fraction of weights set to zero (0-0.95)")
     ru.add_argument("--unstructured-method", default="l1", choices=["l1", "random"])
     ru.add_argument("--unstructured-scope", default="global", choices=["global", "layer"])
+    ru.add_argument("--quantize", default="none",
+                    choices=["none", "dynamic", "static", "ort-fp32", "ort-int8", "fp16", "bf16"],
+                    help="quantize after pruning; `after` is measured in the runtime that runs it")
+    ru.add_argument("--calib", type=int, default=128, help="calibration images (kept apart from evaluation)")
+    ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
+    ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
+    ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
     ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
     ru.set_defaults(func=_cmd_run)
 

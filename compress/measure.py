@@ -77,6 +77,8 @@ class Profile:
     accuracy: Optional[Accuracy] = None
     weights: str = ""
     notes: list[str] = field(default_factory=list)
+    runtime: str = "PyTorch eager FP32"      # what executed the model for latency/accuracy
+    agreement_top1: Optional[float] = None   # % of images whose top-1 matches the float model
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -339,6 +341,8 @@ def compare_profiles(before: Profile, after: Profile) -> list[dict]:
     lb, la = before.latency_ms, after.latency_ms
     if lb and la:
         how = f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, {la.device}, {la.threads} threads"
+        if before.runtime != after.runtime:
+            how += f"; {before.runtime} → {after.runtime}"
         rows.append(dict(measure="Latency, median", before=f"{lb.median:.2f} ms", after=f"{la.median:.2f} ms",
                          change=ratio(lb.median, la.median), how=how))
         rows.append(dict(measure="Latency, p90", before=f"{lb.p90:.2f} ms", after=f"{la.p90:.2f} ms",
@@ -349,4 +353,22 @@ def compare_profiles(before: Profile, after: Profile) -> list[dict]:
                          after=f"{aa.top1:.2f}% ({aa.ci95[0]:.1f}–{aa.ci95[1]:.1f})",
                          change=f"{aa.top1 - ab.top1:+.2f} pts",
                          how=f"n = {aa.n} images, 95% Wilson interval in brackets"))
+    if after.agreement_top1 is not None:
+        rows.append(dict(measure="Same top-1 as the float model", before="100%",
+                         after=f"{after.agreement_top1:.2f}%", change="–",
+                         how=f"share of the {aa.n if aa else ''} images whose top class is unchanged"))
     return rows
+
+
+def top1_agreement(reference: nn.Module, model: nn.Module, batches: Iterable,
+                   device: torch.device, reference_device: Optional[torch.device] = None) -> float:
+    """Percent of images on which ``model`` picks the same top-1 class as ``reference``."""
+    same = n = 0
+    reference = reference.to(reference_device or torch.device("cpu")).eval()
+    with torch.no_grad():
+        for x, _ in batches:
+            a = reference(x.to(reference_device or torch.device("cpu"))).argmax(1).cpu()
+            b = model(x.to(device)).argmax(1).cpu()
+            same += int((a == b).sum())
+            n += len(x)
+    return 100.0 * same / max(n, 1)

@@ -21,8 +21,10 @@ PT2E X86InductorQuantizer failed on resnet18 (see docs/quantization.md).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -77,7 +79,8 @@ class QuantizedModel:
     onnx: Optional[bytes] = None        # the ONNX file, for ORT modes
 
 
-def validate(model: nn.Module, cfg: QuantConfig) -> None:
+def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] = None) -> None:
+    """Raise for a request that cannot run (cheap; call it before slow work)."""
     if cfg.mode not in MODES:
         raise QuantizeError(f"Unknown quantization mode {cfg.mode!r}. Choose one of: {', '.join(MODES)}.")
     if cfg.backend not in BACKENDS:
@@ -93,6 +96,12 @@ def validate(model: nn.Module, cfg: QuantConfig) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise QuantizeError("This is a TorchScript model; quantization needs the Python model "
                             "(load a state_dict or a project checkpoint).")
+    device = device or torch.device("cpu")
+    if cfg.mode in ("static", "dynamic", "ort-fp32", "ort-int8") and device.type != "cpu":
+        raise DeviceError(f"{cfg.mode} runs on the CPU; choose fp16 or bf16 for the GPU.")
+    if cfg.mode == "fp16" and device.type != "cuda":
+        raise DeviceError("FP16 runs fast only on a CUDA GPU, and there is none here "
+                          "(choose bf16, static INT8 or ort-int8 for a CPU).")
 
 
 def _gzip_len(data: bytes) -> int:
@@ -188,9 +197,6 @@ def _half(model, cfg, device: torch.device) -> QuantizedModel:
     dtype = torch.float16 if cfg.mode == "fp16" else torch.bfloat16
     notes = []
     if device.type != "cuda":
-        if cfg.mode == "fp16":
-            raise DeviceError("FP16 runs fast only on a CUDA GPU, and there is none here "
-                              "(choose bf16, static INT8 or ort-int8 for a CPU).")
         if not _cpu_has_native_bf16():
             notes.append("This CPU has no native BF16 (AVX512-BF16 or AMX): BF16 is emulated "
                          "and is expected to be slower than FP32 here.")
@@ -299,7 +305,8 @@ def _ort(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
         except Exception:
             pre = src          # pre-processing only improves the result; quantize without it
         exclude = _onnx_nodes_for(pre, cfg.keep_float)
-        with warnings.catch_warnings():
+        # the calibrator prints progress to stdout, which would corrupt a CLI's JSON output
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=cfg.per_channel, activation_type=QuantType.QUInt8,
@@ -347,10 +354,8 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
     ``calibration``: batches of real images (labels ignored), kept apart from the images
     accuracy is measured on; the first ``cfg.calibration`` images are used.
     """
-    validate(model, cfg)
     device = device or torch.device("cpu")
-    if cfg.mode in ("static", "dynamic", "ort-fp32", "ort-int8") and device.type != "cpu":
-        raise DeviceError(f"{cfg.mode} runs on the CPU; choose fp16 or bf16 for the GPU.")
+    validate(model, cfg, device)
     calib = None
     if cfg.mode in ("static", "ort-int8"):
         if calibration is None:
@@ -364,3 +369,29 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
     if cfg.mode in ("ort-fp32", "ort-int8"):
         return _ort(model, cfg, input_size, calib, on_progress)
     return _half(model, cfg, device)
+
+
+def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_size,
+                      batch: int = 1, runs: int = 50, warmup: int = 10, threads: Optional[int] = None,
+                      eval_batches: Optional[list] = None, weights: str = "",
+                      on_progress: Optional[OnProgress] = None):
+    """A Profile of a quantized model, measured in the runtime that executes it.
+
+    Params and MACs are the float reference's (quantization keeps every weight and every
+    multiply, in fewer bits); bytes are the quantized file's own; latency and accuracy
+    come from running ``q.model``; agreement compares its top-1 with the reference's.
+    """
+    from compress.measure import (Profile, count_macs, count_params, evaluate, measure_latency,
+                                  measure_peak_memory, top1_agreement)
+    params, nonzero = count_params(reference)
+    lat = measure_latency(q.model, input_size, q.device, batch=batch, warmup=warmup, runs=runs,
+                          threads=threads, on_progress=on_progress)
+    mem = None if q.onnx is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
+    acc = agree = None
+    if eval_batches is not None:
+        acc = evaluate(q.model, eval_batches, q.device, on_progress=on_progress)
+        agree = top1_agreement(reference, q.model, eval_batches, q.device)
+    return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=q.size_bytes,
+                   size_gzip_bytes=q.size_gzip_bytes, macs=count_macs(reference, input_size),
+                   input_size=tuple(input_size), latency_ms=lat, peak_memory_bytes=mem, accuracy=acc,
+                   weights=weights, notes=list(q.notes), runtime=q.runtime, agreement_top1=agree)

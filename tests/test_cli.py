@@ -42,6 +42,8 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("run", "--model", "efficientnet_lite0", "--prune-layers", "layer9.conv"), "'layer9.conv' does not exist"),
     (("run", "--model", "efficientnet_lite0", "--prune-layers", "_bn0"), "only Conv2d and Linear"),
     (("run", "--model", "efficientnet_lite0", "--unstructured-amount", "0.99"), "out of range"),
+    (("run", "--model", "efficientnet_lite0", "--quantize", "static"), "give --data"),
+    (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--keep-float", "nope"), "'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     r = run_cli(*args)
@@ -74,3 +76,26 @@ def test_run_prunes_and_reports_before_after_and_steps(cifar_asset, cifar_tar, t
     from compress.zoo import load_checkpoint
     from compress.measure import count_params
     assert count_params(load_checkpoint(out_path).model)[0] == after["params"]
+
+
+def test_run_prune_then_ort_int8_is_measured_in_onnx_runtime(cifar_asset, cifar_tar, tmp_path):
+    onnx_path = tmp_path / "model.onnx"
+    r = run_cli("run", "--model", "resnet18_cifar10", "--prune-ratio", "0.25", "--quantize", "ort-int8",
+                "--calib", "32", "--data", str(cifar_tar), "--limit", "64", "--runs", "5", "--warmup", "1",
+                "--save", str(onnx_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)                       # calibration chatter must not reach stdout
+    before, after = out["before"], out["after"]
+    assert [s["step"] for s in out["steps"]] == ["prune_structured", "quantize"]
+    assert after["runtime"] == "ONNX Runtime INT8 (QDQ)" and before["runtime"] == "PyTorch eager FP32"
+    assert after["size_bytes"] < 0.25 * before["size_bytes"]
+    assert after["agreement_top1"] >= 80 and after["accuracy"]["n"] == 64
+    assert out["data"]["n_scoring"] >= 32 and onnx_path.stat().st_size == after["size_bytes"]
+
+
+def test_fp16_without_a_gpu_is_a_clear_message():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run_cli("run", "--model", "efficientnet_lite0", "--quantize", "fp16", "--runs", "2", "--warmup", "1")
+    assert r.returncode == 2 and "CUDA GPU" in r.stderr and "Traceback" not in r.stderr
