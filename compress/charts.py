@@ -131,3 +131,30 @@ def sparsity_bars(report) -> go.Figure:
                       yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+# ---------------------------------------------------------------- quantization
+
+def variant_bars(names: Sequence[str], values: Sequence[float], title: str, unit: str,
+                 labels: Sequence[str] | None = None) -> go.Figure:
+    """One bar per model variant (FP32 baselines first), value printed on each bar."""
+    colours = ["#BAB0AC" if "FP32" in n else KEPT for n in names]
+    fig = go.Figure(go.Bar(x=list(names), y=list(values), marker_color=colours,
+                           text=list(labels) if labels else [f"{v:.2f}" for v in values],
+                           textposition="auto"))
+    fig.update_layout(title=title, height=300, yaxis_title=unit, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def sqnr_bars(errors, keep: Sequence[str] = ()) -> go.Figure:
+    """Simulated INT8 SQNR per layer in network order; layers kept in float are grey."""
+    names = [e.layer for e in errors]
+    fig = go.Figure(go.Bar(x=[e.sqnr_db for e in errors], y=names, orientation="h",
+                           marker_color=["#BAB0AC" if n in keep else KEPT for n in names],
+                           hovertext=[f"{e.layer}: {e.sqnr_db:.1f} dB, {e.params:,} weights" for e in errors],
+                           hoverinfo="text"))
+    fig.update_layout(title="Quantization error per layer (SQNR, dB: higher is better; grey = kept in float)",
+                      height=max(300, 18 * len(names) + 80), xaxis_title="SQNR (dB)",
+                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig

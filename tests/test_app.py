@@ -131,3 +131,40 @@ def test_prune_page_bad_input_keeps_the_session_usable(cifar_asset):
     at.multiselect(key="prune_only").set_value(["layer3.0.conv1"]).run()
     assert not at.exception and not at.error
     assert at.metric[0].label == "Parameters (estimate)"
+
+
+def test_quantize_page_measures_int8_against_both_fp32_baselines(cifar_asset, cifar_tar):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["data_path"] = str(cifar_tar)
+    at.session_state["data_limit"] = 40
+    at.session_state["q_runs"] = 5
+    at.switch_page("views/quantize.py").run()
+    assert not at.exception and not at.error
+    at.slider(key="q_calib").set_value(32).run()
+    at.multiselect(key="q_modes").set_value(["static", "ort-int8", "dynamic"]).run()
+    at.button(key="q_go").click().run()
+    assert not at.exception and not at.error
+    table = at.table[0].value
+    assert list(table.index) == ["PyTorch FP32", "ONNX Runtime FP32", "PyTorch INT8 (x86)",
+                                 "ONNX Runtime INT8 (QDQ)", "PyTorch dynamic INT8 (x86)"]
+    assert len(at.get("plotly_chart")) == 3                    # size, latency, accuracy
+    at.selectbox(key="q_pick").set_value("ONNX Runtime INT8 (QDQ)")
+    at.button(key="q_use").click().run()
+    assert at.session_state["compressed"]["quantized"] is True
+    at.button(key="q_sqnr").click().run()
+    assert not at.exception and any("Lowest SQNR" in c.value for c in at.caption)
+
+
+def test_quantize_page_without_data_explains_and_fp16_says_cuda(cifar_asset):
+    import torch
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["q_runs"] = 5
+    at.switch_page("views/quantize.py").run()
+    assert any("calibrate" in w.value for w in at.warning)
+    if not torch.cuda.is_available():
+        at.multiselect(key="q_modes").set_value(["fp16", "static"]).run()
+        at.button(key="q_go").click().run()
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert any("fp16" in e and "CUDA GPU" in e for e in errors)
+        assert any("static" in e and "choose a dataset" in e for e in errors)

@@ -129,3 +129,14 @@ def test_onnx_keep_float_excludes_the_layer_nodes(cifar):
     assert conv.input[1] in weights                     # float weights, read directly
     other = next(n for n in g.node if n.op_type == "Conv" and onnx_node_module(n.name) == "layer1.0.conv2")
     assert producers[other.input[1]].op_type == "DequantizeLinear"     # INT8 weights
+
+
+def test_layer_sqnr_ranks_layers_and_falls_with_coarser_quantization(cifar):
+    from compress.quantize import layer_sqnr
+    model, sets = cifar
+    fine = layer_sqnr(model, sets.scoring, per_channel=True, max_images=32)
+    coarse = layer_sqnr(model, sets.scoring, per_channel=False, max_images=32)
+    assert [e.layer for e in fine][:2] == ["conv1", "layer1.0.conv1"] and fine[-1].layer == "fc"
+    assert len(fine) == 21                           # resnet18: 20 convs + fc
+    assert all(10 < e.sqnr_db < 60 for e in fine)
+    assert sum(e.sqnr_db for e in fine) > sum(e.sqnr_db for e in coarse)   # per-channel is better

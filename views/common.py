@@ -102,28 +102,31 @@ def default_data_path() -> str:
 
 
 @st.cache_resource(show_spinner="Reading the evaluation images…", max_entries=4)
-def _eval_sets(path: str, limit: int, seed: int, spec_key: str, _spec):
+def _eval_sets(path: str, limit: int, seed: int, n_scoring: int, spec_key: str, _spec):
     from compress.data import eval_sets
     return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name,
-                     limit=limit, seed=seed)
+                     limit=limit, seed=seed, n_scoring=n_scoring)
 
 
-def eval_sets_for(spec):
+def eval_sets_for(spec, n_scoring: int = 64):
     """(EvalSets or None, error or None) for the sidebar's dataset; (None, None) when the
-    user has not chosen one. Cached: every page measures on the same tensors."""
+    user has not chosen one. ``n_scoring`` images (calibration, data criteria) are kept
+    apart from the evaluation images. Cached: pages measure on the same tensors."""
     path, limit, seed = data_settings()
     if not path:
         return None, None
     try:
-        return _eval_sets(path, limit, seed, f"{spec.name}|{spec.preprocess}|{spec.num_classes}", spec), None
+        return _eval_sets(path, limit, seed, n_scoring,
+                          f"{spec.name}|{spec.preprocess}|{spec.num_classes}", spec), None
     except CompressError as e:
         return None, str(e)
 
 
-def set_compressed(model, label: str, steps: list) -> None:
-    """Make ``model`` the current compressed model that every page uses."""
+def set_compressed(model, label: str, steps: list, quantized: bool = False) -> None:
+    """Make ``model`` the current compressed model that every page uses. ``quantized``
+    models (INT8, ONNX Runtime, half precision) are final: they are not pruned further."""
     st.session_state.compressed = {"key": st.session_state.get("model_key"), "model": model,
-                                   "label": label, "steps": steps}
+                                   "label": label, "steps": steps, "quantized": quantized}
 
 
 def current_compressed():

@@ -167,7 +167,7 @@ with structured:
         st.plotly_chart(charts.channel_bars(res["rows_before"], res["rows_after"]), width="stretch",
                         key="prune_bars")
         comp = current_compressed()
-        if comp is not None:
+        if comp is not None and not comp["quantized"]:
             st.download_button("Download the pruned model (.pt, loads with weights_only=True)",
                                data=artifact_bytes(comp["model"]), file_name=f"{spec.name}-pruned.pt",
                                key="prune_download")
@@ -218,6 +218,8 @@ with unstructured:
             "size and the dense model its speed. The zeros only pay off when the file is "
             "compressed (the gzip row) or run by a sparse engine.")
     comp = current_compressed()
+    if comp and comp["quantized"]:
+        comp = None                     # a quantized model is final; prune the float one
     start_options = ["original"] + (["compressed"] if comp else [])
     start = st.radio("Start from", start_options, horizontal=True, key="un_start",
                      format_func={"original": "the original model",
