@@ -62,10 +62,14 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.quantize != "none":
         from compress.quantize import QuantConfig, validate as validate_quant
         qcfg = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib,
-                           observer=a.observer, keep_float=_names(a.keep_float))
+                           observer=a.observer, keep_float=_names(a.keep_float),
+                           qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
         validate_quant(loaded.model, qcfg, device)
         if qcfg.mode in ("static", "ort-int8") and not a.data:
             raise CompressError(f"--quantize {qcfg.mode} calibrates on real images: give --data.")
+        if qcfg.mode == "qat" and not a.train_data:
+            raise CompressError("--quantize qat fine-tunes on labelled photos: give --train-data "
+                                "(a CIFAR-10 tarball uses its train split).")
         if a.save and not qcfg.mode.startswith("ort"):
             raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
                                 f"--quantize {qcfg.mode} model is measured but not saved yet "
@@ -123,7 +127,14 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if qcfg is not None:
         from compress.quantize import profile_quantized, quantize
         t0 = time.perf_counter()
-        q = quantize(model, qcfg, spec.input_size, sets.scoring if sets else None, device, on_progress=log)
+        train = None
+        if qcfg.mode == "qat":
+            images = D.open_labelled(a.train_data, split="train")
+            images = images.subset(D.subset_indices(len(images), a.train_limit, a.seed))
+            train = D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()),
+                                  batch_size=64, shuffle=True, seed=a.seed)
+        q = quantize(model, qcfg, spec.input_size, sets.scoring if sets else None, device, on_progress=log,
+                     train_batches=train)
         steps.append({"step": "quantize", "config": asdict(qcfg),
                       "seconds": round(time.perf_counter() - t0, 3),
                       "report": {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes}})
@@ -265,12 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--unstructured-method", default="l1", choices=["l1", "random"])
     ru.add_argument("--unstructured-scope", default="global", choices=["global", "layer"])
     ru.add_argument("--quantize", default="none",
-                    choices=["none", "dynamic", "static", "ort-fp32", "ort-int8", "fp16", "bf16"],
+                    choices=["none", "dynamic", "static", "ort-fp32", "ort-int8", "qat", "fp16", "bf16"],
                     help="quantize after pruning; `after` is measured in the runtime that runs it")
     ru.add_argument("--calib", type=int, default=128, help="calibration images (kept apart from evaluation)")
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
     ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
+    ru.add_argument("--qat-epochs", type=int, default=1)
+    ru.add_argument("--qat-lr", type=float, default=1e-3)
+    ru.add_argument("--train-data", default=None,
+                    help="labelled training photos (QAT); a CIFAR-10 tarball/folder uses its train split")
+    ru.add_argument("--train-limit", type=int, default=None, help="train on N images (seeded)")
     ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
     ru.set_defaults(func=_cmd_run)
 

@@ -250,8 +250,10 @@ def measure_peak_memory(model: nn.Module, input_size: tuple[int, int, int],
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: Optional[int] = None,
-             on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None) -> Accuracy:
-    """Top-1/top-5 over labelled batches (labels < 0 are skipped), with a 95% interval."""
+             on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None,
+             predictions: Optional[list] = None) -> Accuracy:
+    """Top-1/top-5 over labelled batches (labels < 0 are skipped), with a 95% interval.
+    ``predictions``, when given, is extended with every image's top-1 class."""
     model = model.to(device).eval()
     c1 = c5 = n = 0
     num_classes = None
@@ -261,6 +263,8 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: O
         x, y = x.to(device), y.to(device)
         logits = model(x)
         num_classes = logits.shape[1]
+        if predictions is not None:
+            predictions.extend(logits.argmax(1).tolist())
         keep = y >= 0
         logits, y = logits[keep], y[keep]
         k = min(5, num_classes)
@@ -360,15 +364,14 @@ def compare_profiles(before: Profile, after: Profile) -> list[dict]:
     return rows
 
 
-def top1_agreement(reference: nn.Module, model: nn.Module, batches: Iterable,
-                   device: torch.device, reference_device: Optional[torch.device] = None) -> float:
-    """Percent of images on which ``model`` picks the same top-1 class as ``reference``."""
-    same = n = 0
-    reference = reference.to(reference_device or torch.device("cpu")).eval()
+def top1_agreement(reference: nn.Module, predictions: list, batches: Iterable) -> float:
+    """Percent of images on which ``predictions`` (top-1 classes, in batch order, as
+    :func:`evaluate` collects them) match ``reference``'s top-1 on the CPU."""
+    ref: list = []
     with torch.no_grad():
+        reference = reference.cpu().eval()
         for x, _ in batches:
-            a = reference(x.to(reference_device or torch.device("cpu"))).argmax(1).cpu()
-            b = model(x.to(device)).argmax(1).cpu()
-            same += int((a == b).sum())
-            n += len(x)
-    return 100.0 * same / max(n, 1)
+            ref.extend(reference(x.cpu()).argmax(1).tolist())
+    if len(ref) != len(predictions):
+        raise ValueError("predictions and batches differ in length")
+    return 100.0 * sum(a == b for a, b in zip(ref, predictions)) / max(len(ref), 1)

@@ -140,3 +140,22 @@ def test_layer_sqnr_ranks_layers_and_falls_with_coarser_quantization(cifar):
     assert len(fine) == 21                           # resnet18: 20 convs + fc
     assert all(10 < e.sqnr_db < 60 for e in fine)
     assert sum(e.sqnr_db for e in fine) > sum(e.sqnr_db for e in coarse)   # per-channel is better
+
+
+def test_qat_trains_with_fake_quant_and_converts_to_int8(cifar, cifar_tar):
+    from compress import data as D
+    model, sets = cifar
+    train = D.open_labelled(cifar_tar, split="train").subset(range(0, 50000, 250))   # 200 images
+    x, y = D.decode_to_tensor(train, 32)
+    from compress.zoo import ZOO
+    pre = ZOO["resnet18_cifar10"].preprocess
+    batches = D.TensorBatches(x, y, 50, pre.mean, pre.std, shuffle=True)
+    events = []
+    q = quantize(model, QuantConfig(mode="qat", qat_epochs=1, qat_lr=1e-4), (3, 32, 32),
+                 train_batches=batches, on_progress=events.append)
+    assert "quantized" in type(q.model.get_submodule("layer1.0.conv1")).__module__
+    assert q.size_bytes < 0.3 * _float_bytes(model)
+    assert any(e.stage == "train" for e in events)
+    assert _agreement(model.eval(), q.model, sets.evaluation)[0] >= 0.85
+    with pytest.raises(QuantizeError, match="training"):
+        quantize(model, QuantConfig(mode="qat"), (3, 32, 32))
