@@ -63,7 +63,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         from compress.quantize import QuantConfig, validate as validate_quant
         qcfg = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib,
                            observer=a.observer, keep_float=_names(a.keep_float),
-                           qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
+                           keep_worst=a.keep_worst, qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
         validate_quant(loaded.model, qcfg, device)
         if qcfg.mode in ("static", "ort-int8") and not a.data:
             raise CompressError(f"--quantize {qcfg.mode} calibrates on real images: give --data.")
@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
     ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
+    ru.add_argument("--keep-worst", type=int, default=0,
+                    help="also keep the K layers with the highest quantization error (SQNR) in float")
     ru.add_argument("--qat-epochs", type=int, default=1)
     ru.add_argument("--qat-lr", type=float, default=1e-3)
     ru.add_argument("--train-data", default=None,

@@ -66,6 +66,7 @@ class QuantConfig:
     observer: str = "histogram"         # "minmax" or "histogram"
     per_channel: bool = True
     keep_float: tuple[str, ...] = ()    # layer names left in float (mixed precision)
+    keep_worst: int = 0                 # also keep the K layers with the lowest SQNR in float
     qat_epochs: int = 1                 # QAT: fake-quant fine-tuning epochs
     qat_lr: float = 1e-3
 
@@ -91,6 +92,8 @@ def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] 
         raise QuantizeError(f"Unknown backend {cfg.backend!r}: use 'x86' (server CPUs) or 'qnnpack' (ARM).")
     if cfg.observer not in OBSERVERS:
         raise QuantizeError(f"Unknown observer {cfg.observer!r}: use 'minmax' or 'histogram'.")
+    if cfg.keep_worst < 0:
+        raise QuantizeError("The number of layers to keep in float cannot be negative.")
     if cfg.calibration < 1 and cfg.mode in ("static", "ort-int8"):
         raise QuantizeError("Static quantization needs at least 1 calibration image (128 is a good start).")
     names = dict(model.named_modules())
@@ -401,6 +404,20 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
             raise QuantizeError(f"{cfg.mode} learns activation ranges from real images: choose a "
                                 "dataset (its calibration images are kept apart from evaluation).")
         calib = calibration_images(calibration, cfg.calibration)
+    notes = []
+    if cfg.keep_worst > 0 and cfg.mode in ("static", "ort-int8", "qat"):
+        if calib is None:
+            raise QuantizeError("Ranking layers by quantization error needs calibration images.")
+        from dataclasses import replace
+        worst = [e.layer for e in sorted(layer_sqnr(model, calib), key=lambda e: e.sqnr_db)[:cfg.keep_worst]]
+        cfg = replace(cfg, keep_float=tuple(dict.fromkeys(cfg.keep_float + tuple(worst))))
+        notes.append(f"kept in float (lowest SQNR): {', '.join(worst)}")
+    q = _dispatch(model, cfg, input_size, calib, device, on_progress, train_batches, cancel)
+    q.notes = notes + q.notes
+    return q
+
+
+def _dispatch(model, cfg, input_size, calib, device, on_progress, train_batches, cancel) -> QuantizedModel:
     if cfg.mode == "static":
         return _static_torch(model, cfg, input_size, calib, on_progress)
     if cfg.mode == "qat":

@@ -159,3 +159,13 @@ def test_qat_trains_with_fake_quant_and_converts_to_int8(cifar, cifar_tar):
     assert _agreement(model.eval(), q.model, sets.evaluation)[0] >= 0.85
     with pytest.raises(QuantizeError, match="training"):
         quantize(model, QuantConfig(mode="qat"), (3, 32, 32))
+
+
+def test_keep_worst_keeps_the_lowest_sqnr_layers_in_float(cifar):
+    from compress.quantize import layer_sqnr
+    model, sets = cifar
+    worst = sorted(layer_sqnr(model, sets.scoring, max_images=32), key=lambda e: e.sqnr_db)[:2]
+    q = quantize(model, QuantConfig(mode="static", calibration=32, keep_worst=2), (3, 32, 32), sets.scoring)
+    for e in worst:
+        assert type(q.model.get_submodule(e.layer)) is nn.Conv2d or type(q.model.get_submodule(e.layer)) is nn.Linear
+    assert worst[0].layer in q.notes[0]

@@ -60,6 +60,9 @@ with right:
     layers = [n for n, m in source.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     keep = st.multiselect("Layers to keep in float (mixed precision)", layers, key="q_keep",
                           help="Layers that lose most in 8 bits can stay in float; see the error ranking below.")
+    keep_worst = st.number_input("…and the K layers with the highest error, ranked automatically", 0, 20, 0,
+                                 key="q_keep_worst",
+                                 help="Measured on the calibration photos (SQNR per layer), then kept in float.")
 
 sets, data_error = eval_sets_for(spec, n_scoring=calib)
 if data_error:
@@ -68,7 +71,8 @@ elif sets is None:
     st.warning("Choose a labelled dataset in the sidebar: static INT8 needs real photos to calibrate, "
                "and accuracy needs labels.")
 
-cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, keep_float=tuple(keep))
+cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, keep_float=tuple(keep),
+                    keep_worst=int(keep_worst))
 device = current_device()
 with st.expander("Measurement settings"):
     runs = st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30, key="q_runs")
