@@ -40,7 +40,8 @@ MODES = {
     "dynamic": "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
                "image CNNs, whose work is in convolutions.",
     "static": "Static INT8 (PyTorch): weights and activations in 8-bit, with ranges learned "
-              "from a few real photos. Usually 2–4× faster on CPU and 4× smaller.",
+              "from a few real photos. 4× smaller; several times faster for ResNet-style "
+              "networks, but not for every network (the measurement below tells).",
     "ort-fp32": "ONNX Runtime FP32: the same float model in a faster inference engine. Not "
                 "a quantization: the fair float baseline for ONNX Runtime INT8.",
     "ort-int8": "ONNX Runtime INT8: static 8-bit in ONNX Runtime, calibrated on the same "
