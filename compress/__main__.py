@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--keep-worst", type=int, default=0,
                     help="also keep the K layers with the highest quantization error (SQNR) in float")
     ru.add_argument("--qat-epochs", type=int, default=1)
-    ru.add_argument("--qat-lr", type=float, default=1e-3)
+    ru.add_argument("--qat-lr", type=float, default=1e-4)
     ru.add_argument("--train-data", default=None,
                     help="labelled training photos (QAT); a CIFAR-10 tarball/folder uses its train split")
     ru.add_argument("--train-limit", type=int, default=None, help="train on N images (seeded)")

@@ -69,7 +69,7 @@ class QuantConfig:
     keep_float: tuple[str, ...] = ()    # layer names left in float (mixed precision)
     keep_worst: int = 0                 # also keep the K layers with the lowest SQNR in float
     qat_epochs: int = 1                 # QAT: fake-quant fine-tuning epochs
-    qat_lr: float = 1e-3
+    qat_lr: float = 1e-4
 
 
 @dataclass

@@ -168,3 +168,20 @@ def test_quantize_page_without_data_explains_and_fp16_says_cuda(cifar_asset):
         errors = [e.value for e in at.error]
         assert any("fp16" in e and "CUDA GPU" in e for e in errors)
         assert any("static" in e and "choose a dataset" in e for e in errors)
+
+
+def test_quantize_page_runs_qat_on_training_photos(cifar_asset, cifar_tar):
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.session_state["data_path"] = str(cifar_tar)
+    at.session_state["data_limit"] = 40
+    at.session_state["q_runs"] = 5
+    at.switch_page("views/quantize.py").run()
+    at.slider(key="q_calib").set_value(32).run()
+    at.multiselect(key="q_modes").set_value(["qat"]).run()
+    at.number_input(key="q_train_limit").set_value(100).run()
+    at.number_input(key="q_qat_lr").set_value(1e-4).run()
+    at.button(key="q_go").click().run()
+    assert not at.exception and not at.error
+    table = at.table[0].value
+    assert "PyTorch INT8 (x86, QAT)" in table.index
+    assert "1 QAT epoch(s)" in table.loc["PyTorch INT8 (x86, QAT)", "notes"]

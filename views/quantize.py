@@ -41,9 +41,8 @@ if isinstance(source, torch.jit.ScriptModule):
 
 left, right = st.columns([3, 2])
 with left:
-    # ort-fp32 is always measured as a baseline; QAT trains for minutes to hours, so it runs
-    # from the CLI (`run --quantize qat --train-data ...`) until the page has a training view.
-    modes = st.multiselect("Modes to measure", [m for m in Q.MODES if m not in ("ort-fp32", "qat")],
+    # ort-fp32 is always measured as a baseline
+    modes = st.multiselect("Modes to measure", [m for m in Q.MODES if m != "ort-fp32"],
                            default=["static", "ort-int8"], key="q_modes",
                            help="Each is compared with PyTorch FP32 and ONNX Runtime FP32.")
     for m in modes:
@@ -71,8 +70,35 @@ elif sets is None:
     st.warning("Choose a labelled dataset in the sidebar: static INT8 needs real photos to calibrate, "
                "and accuracy needs labels.")
 
+qat_epochs, qat_lr, train_path, train_limit = 1, 1e-4, "", 2000
+if "qat" in modes:
+    st.markdown("**Quantization-aware training** fine-tunes the model with 8-bit rounding simulated, "
+                "on labelled training photos, then converts it to INT8.")
+    t = st.columns(4)
+    qat_epochs = t[0].number_input("QAT epochs", 1, 50, 1, key="q_qat_epochs")
+    qat_lr = t[1].number_input("Learning rate", 1e-6, 1.0, 1e-4, format="%.6f", key="q_qat_lr",
+                               help="Small: the model is already trained; QAT only adapts it to 8 bits.")
+    train_path = t[2].text_input("Training photos", value=st.session_state.get("data_path", ""),
+                                 key="q_train_path",
+                                 help="A labelled folder, or a CIFAR-10 tarball/folder (its train split is used).")
+    train_limit = t[3].number_input("Train on at most N photos", 100, 1_000_000, 2000, step=500,
+                                    key="q_train_limit", help="A fixed random subset (by the sidebar's seed).")
+    st.caption("Training runs on the CPU and can take minutes; the progress bar follows every step.")
+
 cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, keep_float=tuple(keep),
-                    keep_worst=int(keep_worst))
+                    keep_worst=int(keep_worst), qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
+
+
+def training_batches():
+    """Labelled training photos for QAT, or None (QAT then says what it needs)."""
+    from compress import data as D
+    if not train_path.strip():
+        return None
+    images = D.open_labelled(train_path.strip(), split="train")
+    seed = int(st.session_state.get("data_seed", 0))
+    images = images.subset(D.subset_indices(len(images), int(train_limit), seed))
+    return D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()), batch_size=64,
+                         shuffle=True, seed=seed)
 device = current_device()
 with st.expander("Measurement settings"):
     runs = st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30, key="q_runs")
@@ -94,7 +120,12 @@ def run_all():
         mode_cfg = replace(cfg, mode=mode)
         dev = device if mode in ("fp16", "bf16") else torch.device("cpu")
         try:
-            q = Q.quantize(source, mode_cfg, spec.input_size, sets.scoring if sets else None, dev)
+            train = training_batches() if mode == "qat" else None
+
+            def show(ev, mode=mode, i=i):
+                bar.progress(min(0.999, (i + ev.fraction) / len(steps)), text=f"{mode}: {ev.stage} {ev.message}")
+            q = Q.quantize(source, mode_cfg, spec.input_size, sets.scoring if sets else None, dev,
+                           on_progress=show, train_batches=train)
             prof = Q.profile_quantized(q, source, spec.name, spec.input_size, runs=int(runs), warmup=5,
                                        eval_batches=batches, weights=loaded.weights_note)
             name = q.runtime + (f" on {dev.type}" if mode in ("fp16", "bf16") else "")
