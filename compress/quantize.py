@@ -375,6 +375,10 @@ def _qat(model, cfg, input_size, train_batches, on_progress, cancel) -> Quantize
     except Exception as e:
         raise QuantizeError(f"PyTorch could not trace this model for QAT "
                             f"({type(e).__name__}: {str(e)[:200]}).") from None
+    # A trained model's BatchNorm statistics are better than those of a few QAT batches:
+    # keep them frozen (PyTorch's QAT recipe freezes them after the first epochs).
+    import torch.ao.nn.intrinsic.qat as nniqat
+    prepared.apply(nniqat.freeze_bn_stats)
     tcfg = TrainConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, optimizer="sgd", weight_decay=0.0,
                        warmup_epochs=0.0, amp=False, channels_last=False)
     fit(prepared, train_batches, tcfg, torch.device("cpu"), on_progress=on_progress, cancel=cancel)
