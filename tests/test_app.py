@@ -7,6 +7,14 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def on_page(page: str, timeout: int = 300, **state) -> AppTest:
+    """An AppTest of app.py, switched to ``views/<page>.py`` with ``state`` preset."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.switch_page(f"views/{page}.py").run()
+
+
 def fresh(**state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     for k, v in state.items():
@@ -94,11 +102,7 @@ def test_offline_resnet18_without_weights_explains_where_to_put_them(tmp_path, m
 
 
 def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asset, cifar_tar):
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["data_path"] = str(cifar_tar)
-    at.session_state["data_limit"] = 40
-    at.session_state["prune_runs"] = 5
-    at.switch_page("views/prune.py").run()
+    at = on_page("prune", data_path=str(cifar_tar), data_limit=40, prune_runs=5)
     assert not at.exception and not at.error
     est = {m.label: m.value for m in at.metric}
     assert est["Parameters (estimate)"] == "2.86 M"            # ratio 0.5 by default
@@ -118,8 +122,7 @@ def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asse
 
 
 def test_prune_page_bad_input_keeps_the_session_usable(cifar_asset):
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("views/prune.py").run()
+    at = on_page("prune")
     at.radio(key="prune_target").set_value("macs").run()
     at.multiselect(key="prune_protected").set_value(           # all but the last block protected
         [n for n in at.multiselect(key="prune_protected").options if not n.startswith("layer4")]).run()
@@ -134,11 +137,7 @@ def test_prune_page_bad_input_keeps_the_session_usable(cifar_asset):
 
 
 def test_quantize_page_measures_int8_against_both_fp32_baselines(cifar_asset, cifar_tar):
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["data_path"] = str(cifar_tar)
-    at.session_state["data_limit"] = 40
-    at.session_state["q_runs"] = 5
-    at.switch_page("views/quantize.py").run()
+    at = on_page("quantize", data_path=str(cifar_tar), data_limit=40, q_runs=5)
     assert not at.exception and not at.error
     at.slider(key="q_calib").set_value(32).run()
     at.multiselect(key="q_modes").set_value(["static", "ort-int8", "dynamic"]).run()
@@ -157,9 +156,7 @@ def test_quantize_page_measures_int8_against_both_fp32_baselines(cifar_asset, ci
 
 def test_quantize_page_without_data_explains_and_fp16_says_cuda(cifar_asset):
     import torch
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["q_runs"] = 5
-    at.switch_page("views/quantize.py").run()
+    at = on_page("quantize", q_runs=5)
     assert any("calibrate" in w.value for w in at.warning)
     if not torch.cuda.is_available():
         at.multiselect(key="q_modes").set_value(["fp16", "static"]).run()
@@ -171,11 +168,7 @@ def test_quantize_page_without_data_explains_and_fp16_says_cuda(cifar_asset):
 
 
 def test_quantize_page_runs_qat_on_training_photos(cifar_asset, cifar_tar):
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.session_state["data_path"] = str(cifar_tar)
-    at.session_state["data_limit"] = 40
-    at.session_state["q_runs"] = 5
-    at.switch_page("views/quantize.py").run()
+    at = on_page("quantize", timeout=600, data_path=str(cifar_tar), data_limit=40, q_runs=5)
     at.slider(key="q_calib").set_value(32).run()
     at.multiselect(key="q_modes").set_value(["qat"]).run()
     at.number_input(key="q_train_limit").set_value(100).run()
