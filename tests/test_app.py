@@ -178,3 +178,13 @@ def test_quantize_page_runs_qat_on_training_photos(cifar_asset, cifar_tar):
     table = at.table[0].value
     assert "PyTorch INT8 (x86, QAT)" in table.index
     assert "1 QAT epoch(s)" in table.loc["PyTorch INT8 (x86, QAT)", "notes"]
+
+
+def test_quantize_page_empty_dataset_folder_is_a_message(cifar_asset, tmp_path):
+    at = on_page("quantize", data_path=str(tmp_path), q_runs=5)
+    assert not at.exception and not at.error            # nothing is read until a button asks
+    at.button(key="q_go").click().run()
+    assert not at.exception
+    assert any("No images found" in e.value for e in at.error)
+    at.button(key="q_sqnr").click().run()
+    assert not at.exception and any("No images found" in e.value for e in at.error)

@@ -15,8 +15,8 @@ from compress import charts
 from compress import quantize as Q
 from compress.errors import CompressError
 from compress.measure import profile_model
-from views.common import (current_compressed, current_device, eval_sets_for, require_model,
-                          set_compressed)
+from views.common import (current_compressed, current_device, data_settings, eval_sets_for,
+                          require_model, set_compressed)
 
 loaded = require_model()
 spec = loaded.spec
@@ -63,10 +63,8 @@ with right:
                                  key="q_keep_worst",
                                  help="Measured on the calibration photos (SQNR per layer), then kept in float.")
 
-sets, data_error = eval_sets_for(spec, n_scoring=calib)
-if data_error:
-    st.error(data_error)
-elif sets is None:
+has_data = bool(data_settings()[0])
+if not has_data:
     st.warning("Choose a labelled dataset in the sidebar: static INT8 needs real photos to calibrate, "
                "and accuracy needs labels.")
 
@@ -104,7 +102,16 @@ with st.expander("Measurement settings"):
     runs = st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30, key="q_runs")
 
 
-def run_all():
+def load_sets():
+    """The evaluation and calibration images, read when a button needs them (not on every
+    slider move); None after showing why they cannot be read."""
+    sets, error = eval_sets_for(spec, n_scoring=calib)
+    if error:
+        st.error(error)
+    return sets
+
+
+def run_all(sets):
     """FP32 eager and ORT FP32 baselines, then each mode: same images, same run."""
     results = []
     bar = st.progress(0.0, text="starting")
@@ -138,7 +145,10 @@ def run_all():
 
 
 if st.button("Quantize and measure", type="primary", key="q_go", disabled=not modes or device is None):
-    st.session_state.quant_result = {"key": key, "source": source_label, "results": run_all()}
+    sets = load_sets() if has_data else None
+    if sets is not None or not has_data:
+        st.session_state.quant_result = {"key": key, "source": source_label, "results": run_all(sets),
+                                         "n_calibration": sets.n_scoring if sets else 0}
 
 res = st.session_state.get("quant_result")
 if res and res["key"] == key:
@@ -164,7 +174,7 @@ if res and res["key"] == key:
     n = base.accuracy.n if base.accuracy else 0
     st.caption(f"Latency: batch 1, {lat0.runs} timed runs after {lat0.warmup} warm-up, {lat0.threads} "
                f"threads, CPU unless noted. Accuracy: the same {n} images for every row "
-               f"({sets.n_scoring if sets else 0} other images calibrated INT8). Size: the bytes of each "
+               f"({res['n_calibration']} other images calibrated INT8). Size: the bytes of each "
                "runtime's own file.")
     fmt = {"size (MB)": "{:.2f}", "× size": "×{:.2f}", "latency median (ms)": "{:.2f}",
            "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×", "top-1 %": "{:.2f}",
@@ -193,12 +203,14 @@ st.subheader("Which layers lose most in 8 bits")
 st.caption("Each layer is quantized alone on the calibration photos and compared with its float "
            "output (signal-to-quantization-noise ratio). The lowest bars are the best candidates to "
            "keep in float.")
-if st.button("Rank layers by quantization error", key="q_sqnr", disabled=sets is None):
-    try:
-        st.session_state.q_errors = {"key": key, "src": src_key,
-                                     "errors": Q.layer_sqnr(source, sets.scoring, max_images=min(calib, 128))}
-    except CompressError as err:
-        st.error(str(err))
+if st.button("Rank layers by quantization error", key="q_sqnr", disabled=not has_data):
+    sets = load_sets()
+    if sets is not None:
+        try:
+            st.session_state.q_errors = {"key": key, "src": src_key,
+                                         "errors": Q.layer_sqnr(source, sets.scoring, max_images=min(calib, 128))}
+        except CompressError as err:
+            st.error(str(err))
 errs = st.session_state.get("q_errors")
 if errs and errs["key"] == key and errs["src"] == src_key:
     worst = sorted(errs["errors"], key=lambda e: e.sqnr_db)[:3]
