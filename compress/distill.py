@@ -1,4 +1,4 @@
-"""The one training loop: baseline training, fine-tuning (and, later, KD and QAT).
+"""The one training loop: baseline training, fine-tuning, knowledge distillation and QAT.
 
 ``fit`` takes a model, an iterable of training batches and an optional evaluation
 iterable, and reports progress through ``on_progress``. It checkpoints every epoch to
@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
+from compress.errors import CompressError
 from compress.measure import evaluate
 from compress.progress import Cancel, Cancelled, OnProgress, emit
 
@@ -170,6 +171,81 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     result.seconds = time.perf_counter() - t_start
     model.eval()
     return result
+
+
+# ------------------------------------------------------------------ distillation
+
+class DistillError(CompressError):
+    """A fine-tuning or distillation request that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 4.0     # T: softens both distributions so small logits carry signal
+    alpha: float = 0.9           # weight of the teacher's term; 1.0 = label-free
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) + (1−α)·CE(student, labels).
+
+    KL is averaged over the batch; T² keeps the soft term's gradients on the scale of the
+    hard term's (Hinton et al. 2015). Images with label < 0 (unlabelled) count in the KL
+    term only; with α = 1 labels are not used at all.
+    """
+    import torch.nn.functional as F
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean", log_target=True) * (t * t)
+    if alpha >= 1.0:
+        return kl
+    known = labels >= 0
+    ce = F.cross_entropy(student_logits[known], labels[known]) if known.any() else kl.new_zeros(())
+    return alpha * kl + (1.0 - alpha) * ce
+
+
+def distill(student: nn.Module, teacher: nn.Module, train_batches: Iterable, cfg: TrainConfig,
+            dcfg: DistillConfig, device: torch.device, **fit_kwargs) -> TrainResult:
+    """Train ``student`` in place to match a frozen ``teacher`` (eval mode, no gradients)
+    with :func:`kd_loss`; everything else is :func:`fit` (progress, cancel, checkpoints)."""
+    if dcfg.temperature <= 0:
+        raise DistillError(f"Temperature must be positive, not {dcfg.temperature}.")
+    if not 0.0 <= dcfg.alpha <= 1.0:
+        raise DistillError(f"α must be between 0 and 1, not {dcfg.alpha}.")
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(logits, y, x):
+        if dcfg.alpha < 1.0 and not bool((y >= 0).any()):
+            raise DistillError("These training images have no labels: use label-free mode (α = 1).")
+        with torch.no_grad():
+            t = teacher(x).float()
+        return kd_loss(logits.float(), t, y, dcfg.temperature, dcfg.alpha)
+    return fit(student, train_batches, cfg, device, loss_fn=loss_fn, **fit_kwargs)
+
+
+def set_trainable(model: nn.Module, unfreeze: str, pruned_layers: Iterable[str] = ()) -> int:
+    """Choose what fine-tuning updates; returns the number of trainable parameters.
+
+    ``"all"``: every parameter. ``"pruned"``: only the layers pruning touched (pass the
+    coupled layers of the groups that lost channels), every BatchNorm, and the classifier
+    (the last Linear), as the CIFAR-10 pruning tutorial does.
+    """
+    if unfreeze == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif unfreeze == "pruned":
+        names = set(pruned_layers)
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        keep = names | set(linears[-1:])
+        for n, m in model.named_modules():
+            train = n in keep or isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(train)
+    else:
+        raise DistillError(f"Unknown unfreeze choice {unfreeze!r}: use 'pruned' or 'all'.")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def software_versions() -> dict[str, str]:
