@@ -44,6 +44,49 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
+def _train_loader(a: argparse.Namespace, spec):
+    """Shuffled training batches from --train-data (a CIFAR-10 tarball/folder gives its train
+    split; a plain folder of photos without labels is accepted for label-free distillation)."""
+    from compress import data as D
+    try:
+        images = D.open_labelled(a.train_data, split="train")
+    except CompressError:
+        images = D.scan_folder(a.train_data, allow_unlabelled=True)
+    images = images.subset(D.subset_indices(len(images), a.train_limit, a.seed))
+    return D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()), batch_size=64,
+                         shuffle=True, seed=a.seed)
+
+
+def _recover(a: argparse.Namespace, model, original, spec, pruned_layers, device, log) -> tuple:
+    """--finetune-epochs / --distill-epochs: train the pruned model back, in place on a copy."""
+    import copy
+    import time
+    from dataclasses import asdict
+    from compress.distill import DistillConfig, TrainConfig, distill, fit, set_trainable
+    from compress.zoo import load_model
+    kind = "distill" if a.distill_epochs else "finetune"
+    epochs = a.distill_epochs or a.finetune_epochs
+    student = copy.deepcopy(model)
+    set_trainable(student, a.unfreeze, pruned_layers)
+    cfg = TrainConfig(epochs=epochs, lr=a.lr, optimizer="sgd", weight_decay=5e-4, warmup_epochs=0.0,
+                      seed=a.seed)
+    t0 = time.perf_counter()
+    train = _train_loader(a, spec)
+    if kind == "distill":
+        teacher = original if not a.teacher else load_model(a.teacher).model
+        dcfg = DistillConfig(temperature=a.distill_T, alpha=a.distill_alpha)
+        res = distill(student, teacher, train, cfg, dcfg, device, on_progress=log)
+        config = {**asdict(cfg), **asdict(dcfg), "teacher": a.teacher or "original", "unfreeze": a.unfreeze}
+    else:
+        res = fit(student, train, cfg, device, on_progress=log)
+        config = {**asdict(cfg), "unfreeze": a.unfreeze}
+    for p_ in student.parameters():
+        p_.requires_grad_(True)
+    step = {"step": kind, "config": config, "seconds": round(time.perf_counter() - t0, 3),
+            "report": {"history": [asdict(r) for r in res.history], "train_images": len(train.dataset)}}
+    return student.cpu().eval(), step
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     """Profile, apply the requested steps in order (structured, then unstructured pruning),
     profile again; print {before, after, steps} as JSON or a short table."""
@@ -58,6 +101,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
     loaded = _load(a)
     spec = loaded.spec
+    if a.finetune_epochs and a.distill_epochs:
+        raise CompressError("Choose one recovery: --finetune-epochs or --distill-epochs, not both.")
+    if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
+        raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
+                            "its train split; a folder without labels works with --distill-alpha 1).")
+    if a.teacher:
+        from compress.zoo import get_spec
+        t_spec = get_spec(a.teacher)
+        if t_spec.num_classes != spec.num_classes or t_spec.preprocess != spec.preprocess:
+            raise CompressError(f"Teacher {a.teacher} sees different classes or image sizes than "
+                                f"{spec.name}: choose a teacher trained on the same task.")
     qcfg = None
     if a.quantize != "none":
         from compress.quantize import QuantConfig, validate as validate_quant
@@ -107,7 +161,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         P.validate_unstructured(ucfg)
 
     before = profile(loaded.model)
-    model, steps = loaded.model, []
+    model, steps, reports = loaded.model, [], []
     if cfg is not None:
         t0 = time.perf_counter()
         model, reports = P.prune_iterative(model, cfg, spec.input_size, steps=a.prune_steps,
@@ -115,6 +169,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         steps.append({"step": "prune_structured", "config": asdict(cfg),
                       "seconds": round(time.perf_counter() - t0, 3),
                       "report": [r.summary() for r in reports]})
+    if a.finetune_epochs or a.distill_epochs:
+        pruned_layers = [n for r in reports for g in r.groups if g.channels_after < g.channels_before
+                         for n in g.coupled]
+        model, step = _recover(a, model, loaded.model, spec, pruned_layers, device, log)
+        steps.append(step)
     if ucfg is not None:
         t0 = time.perf_counter()
         model, sp = P.prune_unstructured(model, ucfg)
@@ -127,12 +186,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if qcfg is not None:
         from compress.quantize import profile_quantized, quantize
         t0 = time.perf_counter()
-        train = None
-        if qcfg.mode == "qat":
-            images = D.open_labelled(a.train_data, split="train")
-            images = images.subset(D.subset_indices(len(images), a.train_limit, a.seed))
-            train = D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()),
-                                  batch_size=64, shuffle=True, seed=a.seed)
+        train = _train_loader(a, spec) if qcfg.mode == "qat" else None
         q = quantize(model, qcfg, spec.input_size, sets.scoring if sets else None, device, on_progress=log,
                      train_batches=train)
         steps.append({"step": "quantize", "config": asdict(qcfg),
@@ -282,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
     ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
+    ru.add_argument("--finetune-epochs", type=int, default=0, help="recover after pruning by fine-tuning")
+    ru.add_argument("--distill-epochs", type=int, default=0,
+                    help="recover after pruning by knowledge distillation from --teacher")
+    ru.add_argument("--distill-T", type=float, default=4.0, help="distillation temperature")
+    ru.add_argument("--distill-alpha", type=float, default=0.9,
+                    help="weight of the teacher's term (1 = label-free: no labels needed)")
+    ru.add_argument("--teacher", default=None, help="zoo entry to distil from (default: the unpruned model)")
+    ru.add_argument("--lr", type=float, default=0.01, help="recovery learning rate (SGD, cosine)")
+    ru.add_argument("--unfreeze", default="all", choices=["pruned", "all"],
+                    help="pruned: only pruned layers, BatchNorms and the classifier train")
     ru.add_argument("--keep-worst", type=int, default=0,
                     help="also keep the K layers with the highest quantization error (SQNR) in float")
     ru.add_argument("--qat-epochs", type=int, default=1)

@@ -43,6 +43,9 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("run", "--model", "efficientnet_lite0", "--prune-layers", "_bn0"), "only Conv2d and Linear"),
     (("run", "--model", "efficientnet_lite0", "--unstructured-amount", "0.99"), "out of range"),
     (("run", "--model", "efficientnet_lite0", "--quantize", "static"), "give --data"),
+    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1"), "give --train-data"),
+    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+      "--teacher", "resnet18_cifar10"), "different classes"),
     (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--keep-float", "nope"), "'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -99,3 +102,17 @@ def test_fp16_without_a_gpu_is_a_clear_message():
         pytest.skip("this machine has a GPU")
     r = run_cli("run", "--model", "efficientnet_lite0", "--quantize", "fp16", "--runs", "2", "--warmup", "1")
     assert r.returncode == 2 and "CUDA GPU" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_prune_then_distill_recovers_accuracy(cifar_asset, cifar_tar):
+    r = run_cli("run", "--model", "resnet18_cifar10", "--prune-ratio", "0.5", "--distill-epochs", "1",
+                "--train-data", str(cifar_tar), "--train-limit", "512", "--unfreeze", "pruned",
+                "--data", str(cifar_tar), "--limit", "200", "--runs", "3", "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    steps = out["steps"]
+    assert [s["step"] for s in steps] == ["prune_structured", "distill"]
+    assert steps[1]["config"]["teacher"] == "original" and steps[1]["config"]["unfreeze"] == "pruned"
+    assert steps[1]["report"]["train_images"] == 512 and len(steps[1]["report"]["history"]) == 1
+    # pruning alone leaves ~20% (docs/pruning.md); one short KD epoch must already do far better
+    assert out["after"]["accuracy"]["top1"] > 40
