@@ -45,16 +45,8 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def _train_loader(a: argparse.Namespace, spec):
-    """Shuffled training batches from --train-data (a CIFAR-10 tarball/folder gives its train
-    split; a plain folder of photos without labels is accepted for label-free distillation)."""
-    from compress import data as D
-    try:
-        images = D.open_labelled(a.train_data, split="train")
-    except CompressError:
-        images = D.scan_folder(a.train_data, allow_unlabelled=True)
-    images = images.subset(D.subset_indices(len(images), a.train_limit, a.seed))
-    return D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()), batch_size=64,
-                         shuffle=True, seed=a.seed)
+    from compress.data import train_loader
+    return train_loader(a.train_data, spec.preprocess.transform(), limit=a.train_limit, seed=a.seed)
 
 
 def _recover(a: argparse.Namespace, model, original, spec, pruned_layers, device, log) -> tuple:

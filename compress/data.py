@@ -372,3 +372,16 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
     sc_loader = make_loader(ImageListDataset(images.subset(scoring_idx), transform),
                             batch_size=min(batch_size, 16))
     return EvalSets(list(ev_loader), len(ev), list(sc_loader), len(scoring_idx), str(path))
+
+
+def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
+                 batch_size: int = 64) -> DataLoader:
+    """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
+    folder its images; a plain folder of photos without labels is accepted too (label -1,
+    for label-free distillation). ``limit`` picks a seeded subset."""
+    try:
+        images = open_labelled(path, split="train")
+    except DataError:
+        images = scan_folder(path, allow_unlabelled=True)
+    images = images.subset(subset_indices(len(images), limit, seed))
+    return make_loader(ImageListDataset(images, transform), batch_size=batch_size, shuffle=True, seed=seed)

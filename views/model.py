@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from compress import charts
-from compress import data as D
 import torch
 
+from compress import charts
 from compress.errors import CompressError
-from compress.measure import (check_labels_fit, count_params, layer_table,
-                              profile_model, serialized_size)
-from views.common import current_device, data_settings, require_model
+from compress.measure import count_params, layer_table, profile_model, serialized_size
+from views.common import current_device, eval_sets_for, require_model
 
 loaded = require_model()
 spec = loaded.spec
@@ -52,14 +49,11 @@ if st.button("Measure latency and accuracy", type="primary", key="measure"):
     if device is not None:
         bar = st.progress(0.0, text="starting")
         try:
-            path, limit, seed = data_settings()
-            batches = total = None
-            if path:
-                images = D.open_labelled(path)
-                check_labels_fit(images.labels or [], spec.num_classes, spec.name)
-                batches, sub = D.eval_loader(images, spec.preprocess.transform(), limit=limit, seed=seed,
-                                             workers=0)
-                total = len(sub)
+            sets, error = eval_sets_for(spec)      # the same images the other pages measure on
+            if error:
+                raise CompressError(error)
+            batches = sets.evaluation if sets else None
+            total = sets.n_eval if sets else None
             prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=int(batch),
                                  runs=int(runs), warmup=int(warmup), eval_batches=batches,
                                  eval_total=total, weights=loaded.weights_note,

@@ -88,15 +88,14 @@ cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=
 
 
 def training_batches():
-    """Labelled training photos for QAT, or None (QAT then says what it needs)."""
-    from compress import data as D
+    """Training photos for QAT, or None (QAT then says what it needs)."""
+    from compress.data import train_loader
     if not train_path.strip():
         return None
-    images = D.open_labelled(train_path.strip(), split="train")
-    seed = int(st.session_state.get("data_seed", 0))
-    images = images.subset(D.subset_indices(len(images), int(train_limit), seed))
-    return D.make_loader(D.ImageListDataset(images, spec.preprocess.transform()), batch_size=64,
-                         shuffle=True, seed=seed)
+    return train_loader(train_path.strip(), spec.preprocess.transform(), limit=int(train_limit),
+                        seed=int(st.session_state.get("data_seed", 0)))
+
+
 device = current_device()
 with st.expander("Measurement settings"):
     runs = st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30, key="q_runs")
