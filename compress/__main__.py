@@ -13,6 +13,7 @@ from compress.errors import CompressError
 
 
 def _cmd_train_baseline(a: argparse.Namespace) -> int:
+    from compress import distributed
     from compress.distill import train_baseline_cifar10
     if a.model != "resnet18_cifar10":
         raise CompressError(f"train-baseline knows only resnet18_cifar10, not {a.model!r}.")
@@ -23,8 +24,10 @@ def _cmd_train_baseline(a: argparse.Namespace) -> int:
     side = train_baseline_cifar10(a.data, Path(a.out), a.epochs, batch_size=a.batch, lr=a.lr,
                                   seed=a.seed, device=a.device,
                                   workdir=Path(a.workdir) if a.workdir else None,
-                                  resume=a.resume, on_progress=log)
-    print(json.dumps(side["test_accuracy"]))
+                                  resume=a.resume, on_progress=log, train_limit=a.train_limit)
+    if side:                                   # rank 0 (or a single process)
+        print(json.dumps(side["test_accuracy"]))
+    distributed.shutdown()
     return 0
 
 
@@ -49,34 +52,26 @@ def _train_loader(a: argparse.Namespace, spec):
     return train_loader(a.train_data, spec.preprocess.transform(), limit=a.train_limit, seed=a.seed)
 
 
-def _recover(a: argparse.Namespace, model, original, spec, pruned_layers, device, log) -> tuple:
-    """--finetune-epochs / --distill-epochs: train the pruned model back, in place on a copy."""
-    import copy
+def _recover_config(a: argparse.Namespace):
+    from compress.distill import RecoverConfig
+    return RecoverConfig(method="distill" if a.distill_epochs else "finetune",
+                         epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
+                         temperature=a.distill_T, alpha=a.distill_alpha, teacher=a.teacher or "original",
+                         seed=a.seed)
+
+
+def _recover(a: argparse.Namespace, model, original, teacher, spec, device, log) -> tuple:
+    """--finetune-epochs / --distill-epochs: train a copy of the pruned model back."""
     import time
     from dataclasses import asdict
-    from compress.distill import DistillConfig, TrainConfig, distill, fit, set_trainable
-    from compress.zoo import load_model
-    kind = "distill" if a.distill_epochs else "finetune"
-    epochs = a.distill_epochs or a.finetune_epochs
-    student = copy.deepcopy(model)
-    set_trainable(student, a.unfreeze, pruned_layers)
-    cfg = TrainConfig(epochs=epochs, lr=a.lr, optimizer="sgd", weight_decay=5e-4, warmup_epochs=0.0,
-                      seed=a.seed)
+    from compress.distill import recover
+    rcfg = _recover_config(a)
     t0 = time.perf_counter()
     train = _train_loader(a, spec)
-    if kind == "distill":
-        teacher = original if not a.teacher else load_model(a.teacher).model
-        dcfg = DistillConfig(temperature=a.distill_T, alpha=a.distill_alpha)
-        res = distill(student, teacher, train, cfg, dcfg, device, on_progress=log)
-        config = {**asdict(cfg), **asdict(dcfg), "teacher": a.teacher or "original", "unfreeze": a.unfreeze}
-    else:
-        res = fit(student, train, cfg, device, on_progress=log)
-        config = {**asdict(cfg), "unfreeze": a.unfreeze}
-    for p_ in student.parameters():
-        p_.requires_grad_(True)
-    step = {"step": kind, "config": config, "seconds": round(time.perf_counter() - t0, 3),
+    student, res = recover(model, original, rcfg, train, device, teacher=teacher, on_progress=log)
+    step = {"step": rcfg.method, "config": asdict(rcfg), "seconds": round(time.perf_counter() - t0, 3),
             "report": {"history": [asdict(r) for r in res.history], "train_images": len(train.dataset)}}
-    return student.cpu().eval(), step
+    return student, step
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -98,12 +93,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
         raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
                             "its train split; a folder without labels works with --distill-alpha 1).")
-    if a.teacher:
-        from compress.zoo import get_spec
-        t_spec = get_spec(a.teacher)
-        if t_spec.num_classes != spec.num_classes or t_spec.preprocess != spec.preprocess:
-            raise CompressError(f"Teacher {a.teacher} sees different classes or image sizes than "
-                                f"{spec.name}: choose a teacher trained on the same task.")
+    teacher = None
+    if a.finetune_epochs or a.distill_epochs:
+        from compress.distill import load_teacher, validate_recover
+        validate_recover(_recover_config(a))
+        if a.teacher and a.distill_epochs:
+            teacher = load_teacher(a.teacher, spec)   # missing weights: a message, before any work
     qcfg = None
     if a.quantize != "none":
         from compress.quantize import QuantConfig, validate as validate_quant
@@ -162,9 +157,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
                       "seconds": round(time.perf_counter() - t0, 3),
                       "report": [r.summary() for r in reports]})
     if a.finetune_epochs or a.distill_epochs:
-        pruned_layers = [n for r in reports for g in r.groups if g.channels_after < g.channels_before
-                         for n in g.coupled]
-        model, step = _recover(a, model, loaded.model, spec, pruned_layers, device, log)
+        model, step = _recover(a, model, loaded.model, teacher, spec, device, log)
         steps.append(step)
     if ucfg is not None:
         t0 = time.perf_counter()
@@ -355,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("model")
     t.add_argument("--data", required=True, help="cifar10-jpeg.tar.gz or a CIFAR-10 folder")
     t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch", type=int, default=128)
+    t.add_argument("--batch", type=int, default=128,
+                   help="images per step over all processes (split evenly under torchrun)")
+    t.add_argument("--train-limit", type=int, default=None,
+                   help="train on a seeded subset of this many training images")
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")

@@ -264,7 +264,9 @@ def decode_to_tensor(images: ImageList, size: int) -> tuple[torch.Tensor, torch.
             im = im.resize((size, size), Image.BILINEAR)
         x[i] = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
     y = torch.tensor(images.labels if images.labels is not None else [-1] * len(images))
-    torch.save({"x": x, "y": y}, cached)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")   # atomic: torchrun ranks may decode at once
+    torch.save({"x": x, "y": y}, tmp)
+    os.replace(tmp, cached)
     return x, y
 
 
@@ -273,11 +275,16 @@ class TensorBatches:
 
     ``augment`` applies the standard CIFAR augmentation (4-pixel padded random crop and a
     horizontal flip) per image, on tensors, so no worker processes are needed.
+
+    ``rank``/``world_size`` shard the images for data-parallel training the way
+    ``DistributedSampler`` does: every rank draws the same permutation (same seed), takes
+    every ``world_size``-th image from its offset, and pads by repeating so that all ranks
+    run the same number of steps. ``batch_size`` is per rank.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean, std,
                  shuffle: bool = False, augment: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
@@ -285,9 +292,14 @@ class TensorBatches:
         self.shuffle, self.augment = shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def per_rank(self) -> int:
+        return -(-len(self.x) // self.world_size)
 
     def __len__(self) -> int:
-        return (len(self.x) + self.batch_size - 1) // self.batch_size
+        return (self.per_rank + self.batch_size - 1) // self.batch_size
 
     def _augment(self, xb: torch.Tensor) -> torch.Tensor:
         n, _, h, w = xb.shape
@@ -304,7 +316,10 @@ class TensorBatches:
     def __iter__(self):
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        if self.world_size > 1:
+            total = self.per_rank * self.world_size
+            order = torch.cat([order, order[:total - n]])[self.rank::self.world_size]
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             xb = self.x[idx].float()
             if self.augment:
@@ -378,10 +393,19 @@ def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None
                  batch_size: int = 64) -> DataLoader:
     """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
     folder its images; a plain folder of photos without labels is accepted too (label -1,
-    for label-free distillation). ``limit`` picks a seeded subset."""
+    for label-free distillation). ``limit`` picks a seeded subset. Under ``torchrun`` each
+    rank gets its own shard through a ``DistributedSampler``."""
     try:
         images = open_labelled(path, split="train")
     except DataError:
         images = scan_folder(path, allow_unlabelled=True)
     images = images.subset(subset_indices(len(images), limit, seed))
-    return make_loader(ImageListDataset(images, transform), batch_size=batch_size, shuffle=True, seed=seed)
+    dataset = ImageListDataset(images, transform)
+    from compress.distributed import world
+    w = world()
+    if w.size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(dataset, num_replicas=w.size, rank=w.rank, shuffle=True, seed=seed)
+        workers = int(os.environ.get("COMPRESSION_LAB_WORKERS", "0"))
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    return make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)

@@ -4,6 +4,11 @@
 iterable, and reports progress through ``on_progress``. It checkpoints every epoch to
 ``workdir/last.pt`` and resumes from it when asked, so a long CPU run can be stopped
 and continued.
+
+Under ``torchrun`` (see :mod:`compress.distributed`) the same loop trains a
+DistributedDataParallel copy: each rank's batches are its shard, gradients are averaged,
+the epoch's loss/accuracy/samples are summed over ranks, and only rank 0 evaluates,
+reports and writes checkpoints.
 """
 from __future__ import annotations
 
@@ -18,9 +23,14 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
+from compress import distributed as dist
 from compress.errors import CompressError
 from compress.measure import evaluate
-from compress.progress import Cancel, Cancelled, OnProgress, emit
+from compress.progress import Cancel, Cancelled, OnProgress, emit  # noqa: F401
+
+
+class DistillError(CompressError):
+    """A training, fine-tuning or distillation request that cannot run as asked."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,14 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     model.to(device)
     if cfg.channels_last:  # measured faster for convs on CPU (oneDNN) as well as CUDA
         model.to(memory_format=torch.channels_last)
+    w = dist.world()
+    if not w.main:
+        on_progress = None                  # one rank reports; the others train quietly
+    train_model = model
+    if w.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
@@ -122,6 +140,9 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        sampler = getattr(train_batches, "sampler", None)
+        if hasattr(sampler, "set_epoch"):   # DistributedSampler: a new shuffle each epoch
+            sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         loss_sum = correct = seen = 0.0
         for step, (x, y) in enumerate(train_batches):
@@ -130,11 +151,17 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, cfg.amp):
-                logits = model(x)
-                loss = loss_fn(logits, y, x)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            try:
+                with _autocast(device, cfg.amp):
+                    logits = train_model(x)
+                    loss = loss_fn(logits, y, x)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            except torch.cuda.OutOfMemoryError:
+                opt.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                raise DistillError(f"The GPU ran out of memory at batch size {x.shape[0]}: choose a "
+                                   "smaller batch (half is a good first try) and start again.") from None
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -152,9 +179,12 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
                      epoch=epoch + 1, step=step + 1, loss=loss_sum / seen,
                      train_acc=100 * correct / seen, samples_per_s=seen / elapsed,
                      eta_s=total_left)
+        loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen], device)
         val_acc = None
         if val_batches is not None:
-            val_acc = evaluate(model, val_batches, device).top1
+            if w.main:
+                val_acc = evaluate(model, val_batches, device).top1
+            val_acc = dist.broadcast_value(val_acc, device)
         secs = time.perf_counter() - t0
         rec = EpochRecord(epoch + 1, loss_sum / seen, 100 * correct / seen, val_acc, secs,
                           seen / secs, opt.param_groups[0]["lr"])
@@ -163,7 +193,7 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
              f"epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.3f}, train {rec.train_acc:.1f}%"
              + (f", val {val_acc:.2f}%" if val_acc is not None else "") + f" ({secs:.0f} s)",
              **asdict(rec))
-        if ckpt:
+        if ckpt and w.main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "epoch": epoch + 1,
@@ -174,10 +204,6 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
 
 
 # ------------------------------------------------------------------ distillation
-
-class DistillError(CompressError):
-    """A fine-tuning or distillation request that cannot run as asked."""
-
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -248,6 +274,187 @@ def set_trainable(model: nn.Module, unfreeze: str, pruned_layers: Iterable[str] 
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# ------------------------------------------------------------------ recovery after pruning
+
+RECOVERY_METHODS = {
+    "distill": "knowledge distillation: the pruned model learns to match the teacher's outputs",
+    "finetune": "fine-tuning: the pruned model trains on the labels again",
+}
+UNFREEZE = {
+    "pruned": "only the pruned layers, every BatchNorm and the classifier",
+    "all": "every layer",
+}
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    """How to train a pruned model back: plain data, part of a recipe."""
+    method: str = "distill"          # "distill" or "finetune"
+    epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    unfreeze: str = "all"            # "pruned" or "all"
+    temperature: float = 4.0
+    alpha: float = 0.9               # 1.0 = label-free
+    teacher: str = "original"        # "original" (the uncompressed model) or a zoo name
+    seed: int = 0
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
+                           weight_decay=5e-4, schedule="cosine", warmup_epochs=0.0, seed=self.seed)
+
+
+def validate_recover(cfg: RecoverConfig) -> None:
+    """Reject settings that cannot train, before any data is read."""
+    if cfg.method not in RECOVERY_METHODS:
+        raise DistillError(f"Unknown recovery {cfg.method!r}: use {' or '.join(RECOVERY_METHODS)}.")
+    if not 1 <= cfg.epochs <= 200:
+        raise DistillError(f"Epochs must be between 1 and 200, not {cfg.epochs}.")
+    if not 1e-6 <= cfg.lr <= 1.0:
+        raise DistillError(f"The learning rate must be between 1e-6 and 1, not {cfg.lr:g}.")
+    if not 1 <= cfg.batch_size <= 4096:
+        raise DistillError(f"The batch size must be between 1 and 4096, not {cfg.batch_size}.")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise DistillError(f"Unknown optimizer {cfg.optimizer!r}: use sgd or adamw.")
+    if cfg.unfreeze not in UNFREEZE:
+        raise DistillError(f"Unknown unfreeze choice {cfg.unfreeze!r}: use 'pruned' or 'all'.")
+    if cfg.method == "distill":
+        if cfg.temperature <= 0:
+            raise DistillError(f"Temperature must be positive, not {cfg.temperature}.")
+        if not 0.0 <= cfg.alpha <= 1.0:
+            raise DistillError(f"α must be between 0 and 1, not {cfg.alpha}.")
+
+
+def check_teacher(teacher_spec, student_spec) -> None:
+    """A teacher must answer the same question as the student from the same pixels: same
+    classes, same input size and resize/crop (normalisation may differ; see
+    :class:`Renormalize`)."""
+    if teacher_spec.num_classes != student_spec.num_classes or teacher_spec.input_size != student_spec.input_size:
+        raise DistillError(
+            f"Teacher {teacher_spec.name} predicts {teacher_spec.num_classes} classes from "
+            f"{teacher_spec.input_size[1]}×{teacher_spec.input_size[2]} images, the student "
+            f"{student_spec.num_classes} classes from {student_spec.input_size[1]}×"
+            f"{student_spec.input_size[2]}: choose a teacher trained on the same task.")
+    t, s = teacher_spec.preprocess, student_spec.preprocess
+    if (t.resize, t.crop) != (s.resize, s.crop):
+        raise DistillError(f"Teacher {teacher_spec.name} sees images resized/cropped differently "
+                           f"({t.resize}/{t.crop}) than {student_spec.name} ({s.resize}/{s.crop}): "
+                           "choose a teacher with the same preprocessing.")
+
+
+class Renormalize(nn.Module):
+    """Feeds a teacher the student's images with the teacher's own normalisation:
+    x_teacher = (x · std_s + mean_s − mean_t) / std_t."""
+
+    def __init__(self, teacher: nn.Module, student_pre, teacher_pre):
+        super().__init__()
+        self.teacher = teacher
+        v = lambda t: torch.tensor(t).view(1, 3, 1, 1)   # noqa: E731
+        self.register_buffer("scale", v(student_pre.std) / v(teacher_pre.std))
+        self.register_buffer("shift", (v(student_pre.mean) - v(teacher_pre.mean)) / v(teacher_pre.std))
+
+    def forward(self, x):
+        return self.teacher(x * self.scale + self.shift)
+
+
+def load_teacher(name: str, student_spec) -> nn.Module:
+    """A zoo model as the teacher for ``student_spec``'s task: checked, loaded with its
+    trained weights (a missing file is a WeightsUnavailable message naming it) and wrapped
+    in :class:`Renormalize` when its normalisation differs."""
+    from compress.zoo import get_spec, load_model
+    spec = get_spec(name)
+    check_teacher(spec, student_spec)
+    loaded = load_model(name)
+    if not loaded.trained:
+        raise DistillError(f"Teacher {name} has no trained weights: a random teacher teaches nothing.")
+    if spec.preprocess != student_spec.preprocess:
+        return Renormalize(loaded.model, student_spec.preprocess, spec.preprocess).eval()
+    return loaded.model
+
+
+def changed_layers(original: nn.Module, pruned: nn.Module) -> list[str]:
+    """Layers whose parameter shapes pruning changed (convs, BatchNorms, linears), in
+    network order: what "unfreeze pruned" trains, found by comparing the two models."""
+    before = {n: p.shape for n, p in original.named_parameters()}
+    names = []
+    for n, p in pruned.named_parameters():
+        layer = n.rsplit(".", 1)[0]
+        if before.get(n) is not None and before[n] != p.shape and layer not in names:
+            names.append(layer)
+    return names
+
+
+def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_batches: Iterable,
+            device: torch.device, teacher: Optional[nn.Module] = None,
+            val_batches: Optional[Iterable] = None, on_progress: Optional[OnProgress] = None,
+            cancel: Optional[Cancel] = None, workdir: Optional[Path] = None,
+            resume: bool = False) -> tuple[nn.Module, TrainResult]:
+    """Train a copy of ``pruned`` back towards ``original``'s accuracy; returns the
+    recovered model (CPU, eval mode, every parameter trainable again) and the history.
+
+    Distillation uses ``teacher`` when given (a bigger model), else ``original``. With
+    ``unfreeze="pruned"`` only :func:`changed_layers`, BatchNorms and the classifier train.
+    ``pruned`` and ``original`` are not changed.
+    """
+    import copy
+    validate_recover(cfg)
+    student = copy.deepcopy(pruned)
+    trainable = set_trainable(student, cfg.unfreeze, changed_layers(original, pruned))
+    if trainable == 0:
+        raise DistillError("Nothing to train: no layer was pruned. Choose 'every layer'.")
+    kwargs = dict(val_batches=val_batches, on_progress=on_progress, cancel=cancel,
+                  workdir=workdir, resume=resume)
+    if cfg.method == "distill":
+        res = distill(student, teacher if teacher is not None else original, train_batches,
+                      cfg.train_config(), DistillConfig(cfg.temperature, cfg.alpha), device, **kwargs)
+    else:
+        if not _has_labels(train_batches):
+            raise DistillError("Fine-tuning needs labelled photos; these have no labels. Use "
+                               "distillation with α = 1 (label-free) instead.")
+        res = fit(student, train_batches, cfg.train_config(), device, **kwargs)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student.cpu().eval(), res
+
+
+def _has_labels(batches) -> bool:
+    images = getattr(getattr(batches, "dataset", None), "images", None)
+    if images is not None:
+        return images.labels is not None
+    y = getattr(batches, "y", None)
+    return y is None or bool((y >= 0).any())
+
+
+def measure_step_seconds(student: nn.Module, input_size: tuple[int, int, int], batch_size: int,
+                         device: torch.device, teacher: Optional[nn.Module] = None,
+                         steps: int = 2) -> float:
+    """Median seconds of one training step (forward, backward, update; plus the teacher's
+    forward when distilling) on random images, after one warm-up step. Used to tell the
+    user how long a run will take before it starts; the models are not changed."""
+    import copy
+    import statistics
+    model = copy.deepcopy(student).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    t_model = None if teacher is None else teacher.to(device).eval()
+    x = torch.randn(batch_size, *input_size, device=device)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        out = model(x)
+        if t_model is not None:
+            with torch.no_grad():
+                out = out + 0 * t_model(x)
+        loss = out.float().logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
 def software_versions() -> dict[str, str]:
     import torchvision
     return {"python": platform.python_version(), "torch": torch.__version__,
@@ -257,31 +464,45 @@ def software_versions() -> dict[str, str]:
 def train_baseline_cifar10(data: str, out_dir: Path, epochs: int, batch_size: int = 128,
                            lr: float = 0.1, seed: int = 0, device: Optional[str] = None,
                            workdir: Optional[Path] = None, resume: bool = False,
-                           on_progress: Optional[OnProgress] = None) -> dict:
+                           on_progress: Optional[OnProgress] = None,
+                           train_limit: Optional[int] = None) -> dict:
     """Train resnet18_cifar10 from scratch and write assets/resnet18_cifar10.{pt,json}.
 
     The shipped checkpoint is an fp16 state_dict; the accuracy in the sidecar JSON is
     measured on the full test split *after* rounding to fp16 and loading back, i.e. it is
     the accuracy users of the shipped file get.
+
+    Under ``torchrun --nproc_per_node N`` each of the N processes trains on its shard with
+    ``batch_size / N`` images per step (so the recipe is the same at any N); rank 0 writes
+    the files and returns the sidecar, the other ranks return an empty dict.
     """
     from compress import data as D
     from compress.device import resolve_device
     from compress.zoo import ZOO, build_architecture
 
     spec = ZOO["resnet18_cifar10"]
-    dev = resolve_device(device)
+    w, dev = dist.init_from_env(resolve_device(device))
+    if batch_size % w.size:
+        raise DistillError(f"The batch size {batch_size} must divide evenly over {w.size} processes.")
     train_dir, test_dir = D.resolve_cifar10(data, "train"), D.resolve_cifar10(data, "test")
+    if not w.main:
+        on_progress = None
     emit(on_progress, "data", 0.0, "decoding CIFAR-10 images (cached after the first run)")
-    xtr, ytr = D.decode_to_tensor(D.scan_folder(train_dir), 32)
+    train_images = D.scan_folder(train_dir)
+    train_images = train_images.subset(D.subset_indices(len(train_images), train_limit, seed))
+    xtr, ytr = D.decode_to_tensor(train_images, 32)
     xte, yte = D.decode_to_tensor(D.scan_folder(test_dir), 32)
     mean, std = spec.preprocess.mean, spec.preprocess.std
-    train_b = D.TensorBatches(xtr, ytr, batch_size, mean, std, shuffle=True, augment=True, seed=seed)
+    train_b = D.TensorBatches(xtr, ytr, batch_size // w.size, mean, std, shuffle=True, augment=True,
+                              seed=seed, rank=w.rank, world_size=w.size)
     test_b = D.TensorBatches(xte, yte, 500, mean, std)
     model = build_architecture(spec.arch, spec.num_classes)
     cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, weight_decay=5e-4, label_smoothing=0.1,
                       warmup_epochs=1.0, schedule="cosine")
     res = fit(model, train_b, cfg, dev, val_batches=test_b, on_progress=on_progress,
               workdir=workdir, resume=resume)
+    if not w.main:
+        return {}
     model.cpu().eval()
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,18 +515,21 @@ def train_baseline_cifar10(data: str, out_dir: Path, epochs: int, batch_size: in
     sidecar = {
         "model": "resnet18_cifar10", "architecture": "torchvision resnet18, 10-class head, 32x32 input",
         "file": pt.name, "bytes": pt.stat().st_size, "dtype": "float16 state_dict",
-        "data": {"train": "CIFAR-10 train split (50,000 JPEG images, cifar10-jpeg.tar.gz)",
+        "data": {"train": f"CIFAR-10 train split ({len(xtr):,} JPEG images, cifar10-jpeg.tar.gz)",
                  "test": "CIFAR-10 test split (10,000 JPEG images)"},
         "training": {**asdict(cfg), "batch_size": batch_size,
                      "augmentation": "4-px padded random crop + horizontal flip",
-                     "device": str(dev), "seconds": round(res.seconds, 1)},
+                     "device": str(dev), "processes": w.size, "seconds": round(res.seconds, 1)},
         "history": [asdict(r) for r in res.history],
         "test_accuracy": {"top1": round(acc.top1, 2), "n": acc.n,
                           "ci95": [round(acc.ci95[0], 2), round(acc.ci95[1], 2)],
                           "measured_on": "the shipped fp16 file, loaded back to fp32, CPU"},
         "software": software_versions(),
-        "command": f"python -m compress train-baseline resnet18_cifar10 --data DATA --epochs {epochs} "
-                   f"--batch {batch_size} --lr {lr} --seed {seed}",
+        "command": ("" if w.size == 1 else f"torchrun --nproc_per_node {w.size} -m compress ")
+                   + ("python -m compress " if w.size == 1 else "")
+                   + f"train-baseline resnet18_cifar10 --data DATA --epochs {epochs} "
+                   f"--batch {batch_size} --lr {lr} --seed {seed}"
+                   + (f" --train-limit {train_limit}" if train_limit else ""),
     }
     (out_dir / "resnet18_cifar10.json").write_text(json.dumps(sidecar, indent=2))
     return sidecar

@@ -45,7 +45,12 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("run", "--model", "efficientnet_lite0", "--quantize", "static"), "give --data"),
     (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1"), "give --train-data"),
     (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
-      "--teacher", "resnet18_cifar10"), "different classes"),
+      "--teacher", "resnet18_cifar10"), "same task"),
+    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+      "--teacher", "resnet50"), "resnet50-"),          # its weights cannot be downloaded here
+    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+      "--lr", "5"), "learning rate"),
+    (("run", "--model", "efficientnet_lite0", "--finetune-epochs", "500", "--train-data", "x"), "Epochs"),
     (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--keep-float", "nope"), "'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -116,3 +121,24 @@ def test_run_prune_then_distill_recovers_accuracy(cifar_asset, cifar_tar):
     assert steps[1]["report"]["train_images"] == 512 and len(steps[1]["report"]["history"]) == 1
     # pruning alone leaves ~20% (docs/pruning.md); one short KD epoch must already do far better
     assert out["after"]["accuracy"]["top1"] > 40
+
+
+def test_train_baseline_runs_under_torchrun_with_two_processes(cifar_tar, tmp_path):
+    """The README's command: 2 CPU processes (gloo), each on its shard; rank 0 writes the
+    checkpoint and its sidecar, which records the process count."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "compress", "train-baseline", "resnet18_cifar10", "--data", str(cifar_tar),
+                        "--epochs", "1", "--train-limit", "128", "--batch", "32", "--out", str(tmp_path)],
+                       cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"top1"') == 1                  # only rank 0 prints
+    side = json.loads((tmp_path / "resnet18_cifar10.json").read_text())
+    assert side["training"]["processes"] == 2 and side["test_accuracy"]["n"] == 10_000
+    assert side["command"].startswith("torchrun --nproc_per_node 2")
+    assert (tmp_path / "resnet18_cifar10.pt").stat().st_size > 10_000_000

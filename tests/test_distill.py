@@ -112,3 +112,110 @@ def test_bad_distillation_settings(T, alpha, needle):
     m = build_architecture("resnet18", 10)
     with pytest.raises(DistillError, match=needle):
         distill(m, m, [], TrainConfig(epochs=1), DistillConfig(T, alpha), torch.device("cpu"))
+
+
+def test_ddp_world_size_2_matches_one_process_on_the_full_batch(cifar_tar, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each rank trains on half of every batch; the
+    averaged gradients must give the same weights, and the all-reduced loss/accuracy the
+    same figures, as one process on the whole batch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from compress import data as D
+    from compress.data import TensorBatches
+    from compress.distill import TrainConfig, fit
+    from tests.ddp_model import GLOBAL_BATCH, MEAN, STD, small_net
+
+    images = D.open_labelled(cifar_tar).subset(D.subset_indices(10_000, 2 * GLOBAL_BATCH, seed=3))
+    x, y = D.decode_to_tensor(images, 32)
+    torch.save({"x": x, "y": y}, tmp_path / "images.pt")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(root / "tests" / "ddp_worker.py"),
+                           str(tmp_path / "images.pt"), str(tmp_path / "ddp.pt")],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    assert ddp["world"] == 2
+
+    single = small_net()
+    events = []
+    fit(single, TensorBatches(x, y, GLOBAL_BATCH, MEAN, STD),
+        TrainConfig(epochs=1, lr=0.05, warmup_epochs=0.0, channels_last=False),
+        torch.device("cpu"), on_progress=events.append)
+    start = small_net().state_dict()
+    for name, value in single.state_dict().items():
+        assert not torch.allclose(value, start[name]), f"{name} did not train"
+        torch.testing.assert_close(ddp["state"][name], value, rtol=1e-4, atol=1e-5)
+    epoch = [e for e in events if e.stage == "epoch"][-1].metrics
+    assert abs(ddp["train_loss"] - epoch["train_loss"]) < 1e-4
+    assert abs(ddp["train_acc"] - epoch["train_acc"]) < 1e-6
+
+
+def test_renormalize_gives_the_teacher_its_own_normalisation():
+    from compress.distill import Renormalize
+    from compress.zoo import ZOO
+    s_pre, t_pre = ZOO["efficientnet_lite0"].preprocess, ZOO["resnet50"].preprocess
+    raw = torch.rand(2, 3, 8, 8)                       # pixels in [0, 1]
+    v = lambda t: torch.tensor(t).view(1, 3, 1, 1)    # noqa: E731
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen["x"] = x
+            return x.mean((2, 3))
+    Renormalize(Spy(), s_pre, t_pre)((raw - v(s_pre.mean)) / v(s_pre.std))
+    torch.testing.assert_close(seen["x"], (raw - v(t_pre.mean)) / v(t_pre.std))
+
+
+def test_teacher_for_another_task_or_without_weights_is_a_message():
+    from compress.distill import load_teacher
+    from compress.errors import WeightsUnavailable
+    from compress.zoo import ZOO
+    with pytest.raises(DistillError, match="same task"):
+        load_teacher("resnet18_cifar10", ZOO["efficientnet_lite0"])
+    with pytest.raises(WeightsUnavailable, match="resnet50-"):
+        load_teacher("resnet50", ZOO["efficientnet_lite0"])
+
+
+def test_recover_trains_only_what_pruning_changed_and_returns_a_new_model(cifar_asset, tiny):
+    from compress.distill import RecoverConfig, changed_layers, recover
+    from compress.prune import StructuredConfig, prune_structured
+    from compress.zoo import load_model
+    original = load_model("resnet18_cifar10").model
+    pruned, _ = prune_structured(original, StructuredConfig(ratio=0.5, only_layers=("layer3.0.conv1",)),
+                                 (3, 32, 32))
+    assert changed_layers(original, pruned) == ["layer3.0.conv1", "layer3.0.bn1", "layer3.0.conv2"]
+    snapshot = {k: v.clone() for k, v in pruned.state_dict().items()}
+    x, y = tiny
+    recovered, res = recover(pruned, original, RecoverConfig(method="finetune", epochs=1, unfreeze="pruned"),
+                             _batches(x, y), torch.device("cpu"))
+    assert len(res.history) == 1 and recovered is not pruned
+    after = recovered.state_dict()
+    for k, v in pruned.state_dict().items():                     # the input is untouched
+        assert torch.equal(v, snapshot[k])
+    assert not torch.equal(after["layer3.0.conv1.weight"], snapshot["layer3.0.conv1.weight"])
+    assert not torch.equal(after["fc.weight"], snapshot["fc.weight"])          # classifier trains
+    assert torch.equal(after["layer2.0.conv1.weight"], snapshot["layer2.0.conv1.weight"])  # frozen
+    assert all(p.requires_grad for p in recovered.parameters())
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("lr", 3.0, "learning rate"), ("epochs", 0, "Epochs"), ("batch_size", 0, "batch size"),
+    ("unfreeze", "some", "unfreeze"), ("method", "magic", "Unknown recovery")])
+def test_bad_recovery_settings(field, value, needle):
+    from dataclasses import replace
+    from compress.distill import RecoverConfig, validate_recover
+    with pytest.raises(DistillError, match=needle):
+        validate_recover(replace(RecoverConfig(), **{field: value}))
+
+
+def test_fine_tuning_on_unlabelled_photos_is_a_message(tiny, tmp_path):
+    from compress.distill import RecoverConfig, recover
+    x, _ = tiny
+    model = build_architecture("resnet18", 10)
+    unlabelled = D.TensorBatches(x, torch.full((len(x),), -1), 64, SPEC.preprocess.mean, SPEC.preprocess.std)
+    with pytest.raises(DistillError, match="label-free"):
+        recover(model, model, RecoverConfig(method="finetune", epochs=1), unlabelled, torch.device("cpu"))
