@@ -83,6 +83,7 @@ def sidebar() -> None:
 pages = [
     st.Page("views/model.py", title="Model", icon=":material/analytics:", default=True),
     st.Page("views/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("views/distill.py", title="Distill", icon=":material/school:"),
     st.Page("views/quantize.py", title="Quantize", icon=":material/memory:"),
     st.Page("views/classify.py", title="Classify", icon=":material/image_search:"),
 ]

@@ -158,3 +158,33 @@ def sqnr_bars(errors, keep: Sequence[str] = ()) -> go.Figure:
                       yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def training_curves(events, reference_top1: float | None = None) -> go.Figure:
+    """Loss (left axis) and train/validation top-1 (right axis) against epochs, from the
+    training loop's progress events: "train" events every few steps, "epoch" events at
+    the end of each epoch. ``reference_top1`` draws the original model's accuracy."""
+    from plotly.subplots import make_subplots
+    steps = [e for e in events if e.stage == "train" and "loss" in e.metrics]
+    epochs = [e for e in events if e.stage == "epoch"]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    total = max([e.metrics.get("epochs", 1) for e in steps + epochs] or [1])
+    x = [e.fraction * total for e in steps]
+    fig.add_trace(go.Scatter(x=x, y=[e.metrics["loss"] for e in steps], name="training loss (running mean)",
+                             mode="lines", line=dict(color="#4C78A8")), secondary_y=False)
+    if any(e.metrics.get("train_acc") is not None for e in steps):
+        fig.add_trace(go.Scatter(x=x, y=[e.metrics.get("train_acc") for e in steps], name="train top-1 %",
+                                 mode="lines", line=dict(color="#F58518", dash="dot")), secondary_y=True)
+    val = [(e.metrics["epoch"], e.metrics["val_acc"]) for e in epochs if e.metrics.get("val_acc") is not None]
+    if val:
+        fig.add_trace(go.Scatter(x=[v[0] for v in val], y=[v[1] for v in val], name="validation top-1 %",
+                                 mode="lines+markers", line=dict(color="#54A24B")), secondary_y=True)
+    if reference_top1 is not None and x:
+        fig.add_trace(go.Scatter(x=[0, max(x)], y=[reference_top1] * 2, mode="lines",
+                                 name=f"original top-1 ({reference_top1:.1f}%)",
+                                 line=dict(color="#888", dash="dash")), secondary_y=True)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2),
+                      xaxis_title="epoch")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="top-1 %", range=[0, 100], dtick=20, showgrid=False, secondary_y=True)
+    return fig

@@ -389,16 +389,23 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
     return EvalSets(list(ev_loader), len(ev), list(sc_loader), len(scoring_idx), str(path))
 
 
+def open_training(path: str | os.PathLike) -> ImageList:
+    """Training photos: a CIFAR-10 tarball/folder's train split, a labelled folder, or a
+    plain folder of photos without labels (``labels is None``). Empty or missing folders
+    are a DataError."""
+    try:
+        return open_labelled(path, split="train")
+    except DataError:
+        return scan_folder(path, allow_unlabelled=True)
+
+
 def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
                  batch_size: int = 64) -> DataLoader:
     """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
     folder its images; a plain folder of photos without labels is accepted too (label -1,
     for label-free distillation). ``limit`` picks a seeded subset. Under ``torchrun`` each
     rank gets its own shard through a ``DistributedSampler``."""
-    try:
-        images = open_labelled(path, split="train")
-    except DataError:
-        images = scan_folder(path, allow_unlabelled=True)
+    images = open_training(path)
     images = images.subset(subset_indices(len(images), limit, seed))
     dataset = ImageListDataset(images, transform)
     from compress.distributed import world

@@ -51,7 +51,7 @@ class TrainConfig:
 class EpochRecord:
     epoch: int
     train_loss: float
-    train_acc: float
+    train_acc: Optional[float]     # None when the photos have no labels
     val_acc: Optional[float]
     seconds: float
     samples_per_s: float
@@ -97,6 +97,7 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cpu", enabled=False)
 
 
+@torch.enable_grad()
 def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: torch.device,
         val_batches: Optional[Iterable] = None, on_progress: Optional[OnProgress] = None,
         cancel: Optional[Cancel] = None, workdir: Optional[Path] = None, resume: bool = False,
@@ -138,13 +139,14 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     loss_fn = loss_fn or (lambda logits, y, x: ce(logits, y))
     t_start = time.perf_counter()
+    report_every = max(1, min(20, steps_per_epoch // 25))   # about 25 points per epoch for live curves
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         sampler = getattr(train_batches, "sampler", None)
         if hasattr(sampler, "set_epoch"):   # DistributedSampler: a new shuffle each epoch
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        loss_sum = correct = seen = 0.0
+        loss_sum = correct = seen = labelled = 0.0
         for step, (x, y) in enumerate(train_batches):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"cancelled in epoch {epoch + 1}, step {step}")
@@ -168,31 +170,34 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
             bs = x.shape[0]
             loss_sum += float(loss.detach()) * bs
             seen += bs
-            if (y >= 0).any():
-                correct += float((logits.detach().argmax(1) == y).sum())
-            if step % 20 == 0 or step == steps_per_epoch - 1:
+            known = y >= 0                  # unlabelled photos (label -1) have no accuracy
+            if known.any():
+                labelled += float(known.sum())
+                correct += float((logits.detach().argmax(1)[known] == y[known]).sum())
+            if step % report_every == 0 or step == steps_per_epoch - 1:
                 elapsed = time.perf_counter() - t0
                 done = epoch - start_epoch + (step + 1) / steps_per_epoch
                 total_left = (cfg.epochs - start_epoch - done) * (elapsed / ((step + 1) / steps_per_epoch))
                 emit(on_progress, "train", (epoch + (step + 1) / steps_per_epoch) / cfg.epochs,
                      f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch}",
-                     epoch=epoch + 1, step=step + 1, loss=loss_sum / seen,
-                     train_acc=100 * correct / seen, samples_per_s=seen / elapsed,
-                     eta_s=total_left)
-        loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen], device)
+                     epoch=epoch + 1, epochs=cfg.epochs, step=step + 1, steps=steps_per_epoch,
+                     loss=loss_sum / seen, train_acc=100 * correct / labelled if labelled else None,
+                     samples_per_s=seen / elapsed, eta_s=total_left)
+        loss_sum, correct, seen, labelled = dist.all_reduce_sum([loss_sum, correct, seen, labelled], device)
         val_acc = None
         if val_batches is not None:
             if w.main:
                 val_acc = evaluate(model, val_batches, device).top1
             val_acc = dist.broadcast_value(val_acc, device)
         secs = time.perf_counter() - t0
-        rec = EpochRecord(epoch + 1, loss_sum / seen, 100 * correct / seen, val_acc, secs,
-                          seen / secs, opt.param_groups[0]["lr"])
+        rec = EpochRecord(epoch + 1, loss_sum / seen, 100 * correct / labelled if labelled else None,
+                          val_acc, secs, seen / secs, opt.param_groups[0]["lr"])
         result.history.append(rec)
         emit(on_progress, "epoch", (epoch + 1) / cfg.epochs,
-             f"epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.3f}, train {rec.train_acc:.1f}%"
+             f"epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.3f}"
+             + (f", train {rec.train_acc:.1f}%" if rec.train_acc is not None else "")
              + (f", val {val_acc:.2f}%" if val_acc is not None else "") + f" ({secs:.0f} s)",
-             **asdict(rec))
+             epochs=cfg.epochs, **asdict(rec))
         if ckpt and w.main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -239,7 +244,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_batches: Iterable, cfg
     if not 0.0 <= dcfg.alpha <= 1.0:
         raise DistillError(f"α must be between 0 and 1, not {dcfg.alpha}.")
     teacher = teacher.to(device).eval()
-    for p in teacher.parameters():
+    flags = [p.requires_grad for p in teacher.parameters()]
+    for p in teacher.parameters():        # frozen while it teaches
         p.requires_grad_(False)
 
     def loss_fn(logits, y, x):
@@ -248,7 +254,11 @@ def distill(student: nn.Module, teacher: nn.Module, train_batches: Iterable, cfg
         with torch.no_grad():
             t = teacher(x).float()
         return kd_loss(logits.float(), t, y, dcfg.temperature, dcfg.alpha)
-    return fit(student, train_batches, cfg, device, loss_fn=loss_fn, **fit_kwargs)
+    try:
+        return fit(student, train_batches, cfg, device, loss_fn=loss_fn, **fit_kwargs)
+    finally:                              # the teacher is often the caller's original model
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 def set_trainable(model: nn.Module, unfreeze: str, pruned_layers: Iterable[str] = ()) -> int:
@@ -426,6 +436,7 @@ def _has_labels(batches) -> bool:
     return y is None or bool((y >= 0).any())
 
 
+@torch.enable_grad()    # works even when called under torch.no_grad()
 def measure_step_seconds(student: nn.Module, input_size: tuple[int, int, int], batch_size: int,
                          device: torch.device, teacher: Optional[nn.Module] = None,
                          steps: int = 2) -> float:
@@ -435,6 +446,8 @@ def measure_step_seconds(student: nn.Module, input_size: tuple[int, int, int], b
     import copy
     import statistics
     model = copy.deepcopy(student).to(device).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
     opt = torch.optim.SGD(model.parameters(), lr=1e-6)
     t_model = None if teacher is None else teacher.to(device).eval()
     x = torch.randn(batch_size, *input_size, device=device)
@@ -444,7 +457,8 @@ def measure_step_seconds(student: nn.Module, input_size: tuple[int, int, int], b
         out = model(x)
         if t_model is not None:
             with torch.no_grad():
-                out = out + 0 * t_model(x)
+                t_out = t_model(x)
+            out = out + 0 * t_out
         loss = out.float().logsumexp(1).mean()
         opt.zero_grad()
         loss.backward()

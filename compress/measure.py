@@ -316,52 +316,81 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
                    latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights)
 
 
+def _cells(p: Profile) -> dict[str, str]:
+    """One profile's figures as table cells, keyed by the measure's name."""
+    cells = {"Parameters": f"{p.params / 1e6:.3f} M",
+             "Nonzero parameters": f"{p.nonzero_params / 1e6:.3f} M",
+             "Size (torch.save)": f"{p.size_bytes / 1e6:.2f} MB",
+             "Size (gzip)": f"{p.size_gzip_bytes / 1e6:.2f} MB"}
+    if p.macs is not None:
+        cells["MACs / image"] = f"{p.macs / 1e9:.4f} G"
+    if p.latency_ms:
+        cells["Latency, median"] = f"{p.latency_ms.median:.2f} ms"
+        cells["Latency, p90"] = f"{p.latency_ms.p90:.2f} ms"
+    if p.accuracy:
+        a = p.accuracy
+        cells["Top-1 accuracy"] = f"{a.top1:.2f}% ({a.ci95[0]:.1f}–{a.ci95[1]:.1f})"
+    return cells
+
+
+def _how(p: Profile) -> dict[str, str]:
+    """How each measure was taken (the same for every profile of one run)."""
+    how = {"Parameters": "all parameter tensors", "Nonzero parameters": "parameters that are not exactly 0",
+           "Size (torch.save)": "real serialized bytes of the state_dict",
+           "Size (gzip)": "the same bytes, gzip level 6",
+           "MACs / image": f"thop at {p.input_size[1]}×{p.input_size[2]}",
+           "Latency, p90": "90th percentile of the same runs"}
+    if p.latency_ms:
+        la = p.latency_ms
+        how["Latency, median"] = (f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, "
+                                  f"{la.device}, {la.threads} threads")
+    if p.accuracy:
+        how["Top-1 accuracy"] = f"n = {p.accuracy.n} images, 95% Wilson interval in brackets"
+    return how
+
+
+def _values(p: Profile) -> dict[str, Optional[float]]:
+    return {"Parameters": p.params, "Nonzero parameters": p.nonzero_params, "Size (torch.save)": p.size_bytes,
+            "Size (gzip)": p.size_gzip_bytes, "MACs / image": p.macs,
+            "Latency, median": p.latency_ms.median if p.latency_ms else None,
+            "Latency, p90": p.latency_ms.p90 if p.latency_ms else None,
+            "Top-1 accuracy": p.accuracy.top1 if p.accuracy else None}
+
+
 def compare_profiles(before: Profile, after: Profile) -> list[dict]:
     """Rows of a before/after table, each with the change and how it was measured.
 
     "change" is after/before for sizes, MACs and latency (×0.25 = four times smaller) and
     a difference in points for accuracy. Both profiles must come from the same run.
     """
-    def ratio(a, b):
-        return f"×{b / a:.2f}" if a and b is not None else "–"
-
-    def mb(n):
-        return f"{n / 1e6:.2f} MB"
-    rows = [
-        dict(measure="Parameters", before=f"{before.params / 1e6:.3f} M", after=f"{after.params / 1e6:.3f} M",
-             change=ratio(before.params, after.params), how="all parameter tensors"),
-        dict(measure="Nonzero parameters", before=f"{before.nonzero_params / 1e6:.3f} M",
-             after=f"{after.nonzero_params / 1e6:.3f} M",
-             change=ratio(before.nonzero_params, after.nonzero_params), how="parameters that are not exactly 0"),
-        dict(measure="Size (torch.save)", before=mb(before.size_bytes), after=mb(after.size_bytes),
-             change=ratio(before.size_bytes, after.size_bytes), how="real serialized bytes of the state_dict"),
-        dict(measure="Size (gzip)", before=mb(before.size_gzip_bytes), after=mb(after.size_gzip_bytes),
-             change=ratio(before.size_gzip_bytes, after.size_gzip_bytes), how="the same bytes, gzip level 6"),
-    ]
-    if before.macs is not None and after.macs is not None:
-        rows.append(dict(measure="MACs / image", before=f"{before.macs / 1e9:.4f} G",
-                         after=f"{after.macs / 1e9:.4f} G", change=ratio(before.macs, after.macs),
-                         how=f"thop at {before.input_size[1]}×{before.input_size[2]}"))
-    lb, la = before.latency_ms, after.latency_ms
-    if lb and la:
-        how = f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, {la.device}, {la.threads} threads"
-        if before.runtime != after.runtime:
-            how += f"; {before.runtime} → {after.runtime}"
-        rows.append(dict(measure="Latency, median", before=f"{lb.median:.2f} ms", after=f"{la.median:.2f} ms",
-                         change=ratio(lb.median, la.median), how=how))
-        rows.append(dict(measure="Latency, p90", before=f"{lb.p90:.2f} ms", after=f"{la.p90:.2f} ms",
-                         change=ratio(lb.p90, la.p90), how="90th percentile of the same runs"))
-    ab, aa = before.accuracy, after.accuracy
-    if ab and aa:
-        rows.append(dict(measure="Top-1 accuracy", before=f"{ab.top1:.2f}% ({ab.ci95[0]:.1f}–{ab.ci95[1]:.1f})",
-                         after=f"{aa.top1:.2f}% ({aa.ci95[0]:.1f}–{aa.ci95[1]:.1f})",
-                         change=f"{aa.top1 - ab.top1:+.2f} pts",
-                         how=f"n = {aa.n} images, 95% Wilson interval in brackets"))
+    cb, ca, vb, va, how = _cells(before), _cells(after), _values(before), _values(after), _how(after)
+    if before.runtime != after.runtime and "Latency, median" in how:
+        how["Latency, median"] += f"; {before.runtime} → {after.runtime}"
+    rows = []
+    for m in cb:
+        if m not in ca:
+            continue
+        if m == "Top-1 accuracy":
+            change = f"{va[m] - vb[m]:+.2f} pts"
+        else:
+            change = f"×{va[m] / vb[m]:.2f}" if vb[m] and va[m] is not None else "–"
+        rows.append(dict(measure=m, before=cb[m], after=ca[m], change=change, how=how.get(m, "")))
     if after.agreement_top1 is not None:
+        aa = after.accuracy
         rows.append(dict(measure="Same top-1 as the float model", before="100%",
                          after=f"{after.agreement_top1:.2f}%", change="–",
                          how=f"share of the {aa.n if aa else ''} images whose top class is unchanged"))
     return rows
+
+
+def profiles_table(columns: dict[str, Profile]) -> list[dict]:
+    """Rows of a table with one column per profile (e.g. original / pruned / recovered),
+    all measured in the same run, and how each measure was taken."""
+    cells = {name: _cells(p) for name, p in columns.items()}
+    first = next(iter(columns.values()))
+    how = _how(first)
+    return [{"measure": m, **{name: c.get(m, "–") for name, c in cells.items()}, "how": how.get(m, "")}
+            for m in cells[next(iter(cells))]]
 
 
 def top1_agreement(reference: nn.Module, predictions: list, batches: Iterable) -> float:

@@ -188,3 +188,91 @@ def test_quantize_page_empty_dataset_folder_is_a_message(cifar_asset, tmp_path):
     assert any("No images found" in e.value for e in at.error)
     at.button(key="q_sqnr").click().run()
     assert not at.exception and any("No images found" in e.value for e in at.error)
+
+
+def _wait_for_job(at: AppTest, key: str = "distill_job", timeout: float = 240) -> AppTest:
+    """Rerun the page until its background job has finished (the browser's fragment polls)."""
+    import time
+    end = time.time() + timeout
+    while at.session_state[key].running and time.time() < end:
+        time.sleep(1.0)
+        at.run()
+    assert not at.session_state[key].running, "the training job did not finish in time"
+    return at.run()
+
+
+def test_distill_page_asks_for_a_pruned_model_first(cifar_asset):
+    at = on_page("distill")
+    assert not at.exception
+    assert any("Prune one on the Prune page first" in i.value for i in at.info)
+
+
+def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_asset, cifar_tar):
+    at = on_page("prune", data_path=str(cifar_tar), data_limit=60, prune_runs=5)
+    at.button(key="prune_go").click().run()
+    assert not at.exception and not at.error
+    at.switch_page("views/distill.py").run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="kd_train_path").value == str(cifar_tar)   # the sidebar's data by default
+    at.number_input(key="kd_limit").set_value(128).run()
+    at.number_input(key="kd_epochs").set_value(2).run()
+    at.select_slider(key="kd_batch").set_value(32).run()
+    estimate = [i.value for i in at.info if "Estimated time" in i.value]
+    assert estimate and "2 epoch(s) of 4 steps over 128 photos" in estimate[0]
+    at.button(key="kd_start").click().run()
+    assert not at.exception and not at.error
+    at = _wait_for_job(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("It is now the current compressed model" in s.value for s in at.success)
+    table = at.table[0].value
+    assert list(table.columns) == ["original", "pruned, before recovery", "recovered", "how"]
+    assert "n = 60 images" in table.loc["Top-1 accuracy", "how"]
+    # recovery keeps the pruned shape: same parameter count as before recovery
+    assert table.loc["Parameters", "recovered"] == table.loc["Parameters", "pruned, before recovery"]
+    history = at.table[1].value
+    assert list(history.index) == [1, 2]
+    assert all(isinstance(v, float) and 0 <= v <= 100 for v in history["validation top-1 %"])
+    assert "distilled 2 epoch(s)" in at.session_state["compressed"]["label"]
+    job = at.session_state["distill_job"]
+    assert [e.metrics["epoch"] for e in job.events if e.stage == "epoch"] == [1, 2]
+    assert any(c.key == "kd_download" for c in at.get("download_button"))
+
+
+def test_distill_page_bad_training_data_is_a_message(cifar_asset, cifar_tar, tmp_path):
+    from PIL import Image
+    at = on_page("prune", prune_runs=5)
+    at.button(key="prune_go").click().run()
+    at.switch_page("views/distill.py").run()
+    at.text_input(key="kd_train_path").set_value(str(tmp_path / "empty")).run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
+    assert at.button(key="kd_start").disabled
+    photos = tmp_path / "photos"                            # unlabelled photos: label-free only
+    photos.mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(photos / f"p{i}.png")
+    at.text_input(key="kd_train_path").set_value(str(photos)).run()
+    assert any("label-free" in i.value for i in at.info)
+    at.radio(key="kd_method").set_value("finetune").run()
+    assert any("fine-tuning needs labels" in e.value for e in at.error)
+    assert at.button(key="kd_start").disabled
+    at.switch_page("views/model.py").run()                  # the session stays usable
+    assert not at.exception
+
+
+def test_distill_page_cancel_stops_training_and_keeps_the_pruned_model(cifar_asset, cifar_tar):
+    at = on_page("prune", data_path=str(cifar_tar), data_limit=20, prune_runs=5)
+    at.button(key="prune_go").click().run()
+    pruned_label = at.session_state["compressed"]["label"]
+    at.switch_page("views/distill.py").run()
+    at.number_input(key="kd_limit").set_value(4000).run()
+    at.number_input(key="kd_epochs").set_value(50).run()
+    at.button(key="kd_start").click().run()
+    assert at.session_state["distill_job"].running
+    assert any("Training" == h.value for h in at.subheader)
+    at.button(key="kd_cancel").click().run()
+    at = _wait_for_job(at, timeout=60)
+    assert at.session_state["distill_job"].status == "cancelled"
+    assert any("cancelled in epoch 1" in w.value for w in at.warning)
+    assert at.session_state["compressed"]["label"] == pruned_label
+    assert at.number_input(key="kd_epochs").value == 50          # the controls kept their values

@@ -53,10 +53,15 @@ def test_distillation_on_real_images_lowers_the_loss(cifar_asset, tiny):
     student, _ = prune_structured(teacher, StructuredConfig(ratio=0.5), (3, 32, 32))
     x, y = tiny
     cfg = TrainConfig(epochs=3, lr=0.01, warmup_epochs=0.0, channels_last=False)
-    res = distill(student, teacher, _batches(x, y), cfg, DistillConfig(4.0, 0.9), torch.device("cpu"))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    frozen = []
+    res = distill(student, teacher, _batches(x, y), cfg, DistillConfig(4.0, 0.9), torch.device("cpu"),
+                  on_progress=lambda ev: frozen.append(not any(p.requires_grad for p in teacher.parameters())))
     losses = [r.train_loss for r in res.history]
     assert losses[-1] < losses[0]
-    assert all(not p.requires_grad for p in teacher.parameters())
+    assert frozen and all(frozen)                                   # frozen while teaching
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert all(p.requires_grad for p in teacher.parameters())       # the caller's model is given back
 
 
 def test_label_free_mode_trains_on_an_unlabelled_folder(cifar_asset, tiny, tmp_path):

@@ -136,3 +136,12 @@ def current_compressed():
     if c and c["key"] == st.session_state.get("model_key"):
         return c
     return None
+
+
+def artifact_bytes(model, loaded: LoadedModel) -> bytes:
+    """``model`` in the project's checkpoint format (loads back with weights_only=True)."""
+    import io
+    from compress.zoo import save_artifact
+    buf = io.BytesIO()
+    save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained), buf)
+    return buf.getvalue()

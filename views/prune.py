@@ -5,7 +5,6 @@ and charts. The pruned model becomes the session's current compressed model.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, replace
 
 import pandas as pd
@@ -17,9 +16,8 @@ from compress import prune as P
 from compress.data import cache_dir
 from compress.errors import CompressError
 from compress.measure import compare_profiles, layer_table, profile_model
-from compress.zoo import LoadedModel, save_artifact
-from views.common import (current_compressed, current_device, eval_sets_for, require_model,
-                          set_compressed)
+from views.common import (artifact_bytes, current_compressed, current_device, eval_sets_for,
+                          require_model, set_compressed)
 
 loaded = require_model()
 spec, model = loaded.spec, loaded.model
@@ -54,12 +52,6 @@ def measure(m, bar, label):
                          eval_batches=sets.evaluation if sets else None,
                          eval_total=sets.n_eval if sets else None, weights=loaded.weights_note,
                          on_progress=lambda ev: bar.progress(ev.fraction, text=f"{label} – {ev.stage}: {ev.message}"))
-
-
-def artifact_bytes(m) -> bytes:
-    buf = io.BytesIO()
-    save_artifact(LoadedModel(m, spec, loaded.weights_note, loaded.trained), buf)
-    return buf.getvalue()
 
 
 structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
@@ -169,7 +161,7 @@ with structured:
         comp = current_compressed()
         if comp is not None and not comp["quantized"]:
             st.download_button("Download the pruned model (.pt, loads with weights_only=True)",
-                               data=artifact_bytes(comp["model"]), file_name=f"{spec.name}-pruned.pt",
+                               data=artifact_bytes(comp["model"], loaded), file_name=f"{spec.name}-pruned.pt",
                                key="prune_download")
 
     st.subheader("Sensitivity scan")
