@@ -1,4 +1,4 @@
-"""Command line: ``python -m compress {profile,run,models,train-baseline}``.
+"""Command line: ``python -m compress {profile,run,history,models,train-baseline}``.
 
 Errors a user can cause print one plain line to stderr and exit with status 2.
 """
@@ -47,158 +47,102 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
-def _train_loader(a: argparse.Namespace, spec):
-    from compress.data import train_loader
-    return train_loader(a.train_data, spec.preprocess.transform(), limit=a.train_limit, seed=a.seed)
-
-
-def _recover_config(a: argparse.Namespace):
+def _recipe_from_flags(a: argparse.Namespace):
+    """The flag form of ``run`` as a Recipe (the same thing a recipe file holds)."""
     from compress.distill import RecoverConfig
-    return RecoverConfig(method="distill" if a.distill_epochs else "finetune",
-                         epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
-                         temperature=a.distill_T, alpha=a.distill_alpha, teacher=a.teacher or "original",
-                         seed=a.seed)
-
-
-def _recover(a: argparse.Namespace, model, original, teacher, spec, device, log) -> tuple:
-    """--finetune-epochs / --distill-epochs: train a copy of the pruned model back."""
-    import time
-    from dataclasses import asdict
-    from compress.distill import recover
-    rcfg = _recover_config(a)
-    t0 = time.perf_counter()
-    train = _train_loader(a, spec)
-    student, res = recover(model, original, rcfg, train, device, teacher=teacher, on_progress=log)
-    step = {"step": rcfg.method, "config": asdict(rcfg), "seconds": round(time.perf_counter() - t0, 3),
-            "report": {"history": [asdict(r) for r in res.history], "train_images": len(train.dataset)}}
-    return student, step
-
-
-def _cmd_run(a: argparse.Namespace) -> int:
-    """Profile, apply the requested steps in order (structured, then unstructured pruning),
-    profile again; print {before, after, steps} as JSON or a short table."""
-    import time
-    from dataclasses import asdict
-    from compress import data as D
-    from compress import prune as P
-    from compress.device import resolve_device
-    from compress.measure import profile_model
-    from compress.zoo import LoadedModel, save_artifact
-
-    device = resolve_device(a.device)
-    loaded = _load(a)
-    spec = loaded.spec
+    from compress.prune import StructuredConfig, UnstructuredConfig
+    from compress.quantize import QuantConfig
+    from compress.recipe import DataRef, ExportRef, MeasureRef, ModelRef, Recipe
     if a.finetune_epochs and a.distill_epochs:
         raise CompressError("Choose one recovery: --finetune-epochs or --distill-epochs, not both.")
     if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
         raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
                             "its train split; a folder without labels works with --distill-alpha 1).")
-    teacher = None
+    if a.quantize in ("static", "ort-int8") and not a.data:
+        raise CompressError(f"--quantize {a.quantize} calibrates on real images: give --data.")
+    if a.quantize == "qat" and not a.train_data:
+        raise CompressError("--quantize qat fine-tunes on labelled photos: give --train-data "
+                            "(a CIFAR-10 tarball uses its train split).")
+    prune = None
+    if a.prune_ratio is not None or a.prune_layers:
+        protected = None if a.protect is None else (() if a.protect == "none" else _names(a.protect))
+        ratio = 0.5 if a.prune_ratio is None else a.prune_ratio
+        prune = StructuredConfig(
+            ratio=ratio if a.prune_target == "ratio" else 0.5, criterion=a.prune_criterion,
+            scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
+            round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed)
+    recover = None
     if a.finetune_epochs or a.distill_epochs:
-        from compress.distill import load_teacher, validate_recover
-        validate_recover(_recover_config(a))
-        if a.teacher and a.distill_epochs:
-            teacher = load_teacher(a.teacher, spec)   # missing weights: a message, before any work
-    qcfg = None
+        recover = RecoverConfig(method="distill" if a.distill_epochs else "finetune",
+                                epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
+                                temperature=a.distill_T, alpha=a.distill_alpha,
+                                teacher=a.teacher or "original", seed=a.seed)
+        if prune is None:
+            raise CompressError("Recovery trains a pruned model: add --prune-ratio or --prune-layers.")
+    unstructured = None
+    if a.unstructured_amount:
+        unstructured = UnstructuredConfig(amount=a.unstructured_amount, method=a.unstructured_method,
+                                          scope=a.unstructured_scope, seed=a.seed)
+    quant = None
     if a.quantize != "none":
-        from compress.quantize import QuantConfig, validate as validate_quant
-        qcfg = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib,
-                           observer=a.observer, keep_float=_names(a.keep_float),
-                           keep_worst=a.keep_worst, qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
-        validate_quant(loaded.model, qcfg, device)
-        if qcfg.mode in ("static", "ort-int8") and not a.data:
-            raise CompressError(f"--quantize {qcfg.mode} calibrates on real images: give --data.")
-        if qcfg.mode == "qat" and not a.train_data:
-            raise CompressError("--quantize qat fine-tunes on labelled photos: give --train-data "
-                                "(a CIFAR-10 tarball uses its train split).")
-        if a.save and not qcfg.mode.startswith("ort"):
-            raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
-                                f"--quantize {qcfg.mode} model is measured but not saved yet "
-                                "(use --quantize ort-int8 for a file).")
-    sets = None
-    if a.data:
-        sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name,
-                           limit=a.limit, seed=a.seed,
-                           n_scoring=max(64, a.calib if qcfg is not None else 0))
+        quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
+                            keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
+                            qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
+    return Recipe(
+        model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
+                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes),
+        data=DataRef(path=a.data, limit=a.limit, seed=a.seed, train_path=a.train_data, train_limit=a.train_limit),
+        measure=MeasureRef(device=a.device, batch=a.batch, runs=a.runs, warmup=a.warmup, threads=a.threads),
+        prune=prune, prune_steps=a.prune_steps, recover=recover, unstructured=unstructured, quantize=quant,
+        export=ExportRef(formats=_names(a.export), out_dir=a.out))
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    """Run a recipe (a file, or built from the flags) through the pipeline; print the
+    Result as JSON or a short table. Every run is recorded in the history."""
+    from dataclasses import replace
+    from compress import pipeline
+    from compress.history import History
+    from compress.recipe import ExportRef, Recipe, validate
+    if a.recipe:
+        recipe = Recipe.load(a.recipe)
+        if a.export or a.out:
+            recipe = replace(recipe, export=ExportRef(
+                formats=_names(a.export) or recipe.export.formats, out_dir=a.out or recipe.export.out_dir))
+    else:
+        recipe = _recipe_from_flags(a)
+    validate(recipe)
+    if a.trust_pickle and recipe.model.checkpoint:
+        raise CompressError("--trust-pickle is not available through the pipeline; convert the model "
+                            "to a state_dict first (python -m compress profile --checkpoint ... "
+                            "--trust-pickle shows it loads).")
+    if a.save and recipe.quantize is not None and not recipe.quantize.mode.startswith("ort"):
+        raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
+                            f"--quantize {recipe.quantize.mode} model is measured but not saved "
+                            "(use --export torchscript, or --quantize ort-int8 for an ONNX file).")
+    history = None if a.no_history else History(a.history)
 
     def log(ev):
         if not a.json:
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
 
-    def profile(model):
-        return profile_model(model, spec.name, spec.input_size, device, batch=a.batch, runs=a.runs,
-                             warmup=a.warmup, threads=a.threads,
-                             eval_batches=sets.evaluation if sets else None,
-                             eval_total=sets.n_eval if sets else None,
-                             weights=loaded.weights_note).to_json()
-
-    cfg = ucfg = None
-    if a.prune_ratio is not None or a.prune_layers:
-        protected = None if a.protect is None else (() if a.protect == "none" else _names(a.protect))
-        target = a.prune_target
-        ratio = 0.5 if a.prune_ratio is None else a.prune_ratio
-        cfg = P.StructuredConfig(
-            ratio=ratio if target == "ratio" else 0.5, criterion=a.prune_criterion,
-            scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
-            round_to=a.round_to, target=target, target_reduction=ratio, seed=a.seed)
-        P.validate(loaded.model, cfg)          # fail before the slow "before" profile
-    if a.unstructured_amount:
-        ucfg = P.UnstructuredConfig(amount=a.unstructured_amount, method=a.unstructured_method,
-                                    scope=a.unstructured_scope, seed=a.seed)
-        P.validate_unstructured(ucfg)
-
-    before = profile(loaded.model)
-    model, steps, reports = loaded.model, [], []
-    if cfg is not None:
-        t0 = time.perf_counter()
-        model, reports = P.prune_iterative(model, cfg, spec.input_size, steps=a.prune_steps,
-                                           batches=sets.scoring if sets else None, on_progress=log)
-        steps.append({"step": "prune_structured", "config": asdict(cfg),
-                      "seconds": round(time.perf_counter() - t0, 3),
-                      "report": [r.summary() for r in reports]})
-    if a.finetune_epochs or a.distill_epochs:
-        model, step = _recover(a, model, loaded.model, teacher, spec, device, log)
-        steps.append(step)
-    if ucfg is not None:
-        t0 = time.perf_counter()
-        model, sp = P.prune_unstructured(model, ucfg)
-        steps.append({"step": "prune_unstructured", "config": asdict(ucfg),
-                      "seconds": round(time.perf_counter() - t0, 3),
-                      "report": {"global_sparsity": sp.global_sparsity,
-                                 "layers": [{"layer": n, "zeros": z, "total": t} for n, z, t in sp.layers],
-                                 "note": "weights zeroed in place: dense bytes and dense latency "
-                                         "do not change; compare size_gzip_bytes"}})
-    if qcfg is not None:
-        from compress.quantize import profile_quantized, quantize
-        t0 = time.perf_counter()
-        train = _train_loader(a, spec) if qcfg.mode == "qat" else None
-        q = quantize(model, qcfg, spec.input_size, sets.scoring if sets else None, device, on_progress=log,
-                     train_batches=train)
-        steps.append({"step": "quantize", "config": asdict(qcfg),
-                      "seconds": round(time.perf_counter() - t0, 3),
-                      "report": {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes}})
-        after = profile_quantized(q, model, spec.name, spec.input_size, batch=a.batch, runs=a.runs,
-                                  warmup=a.warmup, threads=a.threads,
-                                  eval_batches=sets.evaluation if sets else None,
-                                  weights=loaded.weights_note).to_json()
-        model = q
-    else:
-        after = profile(model)
-    out = {"model": spec.name, "weights": loaded.weights_note, "device": str(device),
-           "data": None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
-                                              "n_scoring": sets.n_scoring, "seed": a.seed},
-           "before": before, "after": after, "steps": steps}
+    result = pipeline.run(recipe, on_progress=log, history=history, source="cli")
+    out = result.to_json()
     if a.save:
-        meta = {"steps": [{k: v for k, v in st.items() if k != "report"} for st in steps]}
-        if qcfg is None:
-            save_artifact(LoadedModel(model, spec, loaded.weights_note, loaded.trained), a.save, meta=meta)
-            out["artifacts"] = {"checkpoint": str(a.save)}
+        if recipe.quantize is None:
+            from compress.zoo import LoadedModel, save_artifact
+            loaded = pipeline.load(recipe)
+            meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
+            save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
+                          a.save, meta=meta)
+            out["artifacts"]["checkpoint"] = str(a.save)
         else:
-            Path(a.save).write_bytes(model.onnx)
-            out["artifacts"] = {"onnx": str(a.save)}
+            Path(a.save).write_bytes(result.model.onnx)
+            out["artifacts"]["onnx"] = str(a.save)
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
+    before, after = result.before, result.after
     for label, key, fmt in [("params", "params", lambda v: f"{v / 1e6:.2f} M"),
                             ("size (torch.save)", "size_bytes", _fmt_bytes),
                             ("size (gzip)", "size_gzip_bytes", _fmt_bytes),
@@ -210,6 +154,32 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if before["accuracy"]:
         ab, aa = before["accuracy"], after["accuracy"]
         print(f"{'top-1':<20} {ab['top1']:>11.2f}% -> {aa['top1']:>11.2f}% (n={aa['n']})")
+    for fmt, path in result.artifacts.items():
+        print(f"{fmt:<20} {path}")
+    if result.run_id is not None:
+        print(f"recorded as run {result.run_id} in {history.path}")
+    return 0
+
+
+def _cmd_history(a: argparse.Namespace) -> int:
+    from compress.history import History
+    h = History(a.history)
+    if a.delete is not None:
+        if not h.delete(a.delete):
+            raise CompressError(f"There is no run {a.delete} in {h.path}.")
+        print(f"deleted run {a.delete}")
+        return 0
+    runs = h.runs(status=a.status)
+    if a.json:
+        print(json.dumps([r.to_json() for r in runs], indent=2))
+        return 0
+    for r in runs:
+        acc = (r.after or {}).get("accuracy") or {}
+        lat = (r.after or {}).get("latency_ms") or {}
+        print(f"{r.id:>5}  {r.status:<8} {r.name[:60]:<60} "
+              + (f"top-1 {acc['top1']:.2f}%  " if acc else "")
+              + (f"{lat['median']:.2f} ms" if lat else "")
+              + (f"  error: {r.error}" if r.error else ""))
     return 0
 
 
@@ -295,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.set_defaults(func=_cmd_profile)
 
     ru = sub.add_parser("run", help="compress a model and measure it before and after")
+    ru.add_argument("recipe", nargs="?", default=None,
+                    help="a recipe JSON file (see compress/recipe.py); without it, the flags below")
     for args, kw in _model_args + _measure_args:
         ru.add_argument(*args, **kw)
     ru.add_argument("--prune-ratio", type=float, default=None,
@@ -339,7 +311,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="labelled training photos (QAT); a CIFAR-10 tarball/folder uses its train split")
     ru.add_argument("--train-limit", type=int, default=None, help="train on N images (seeded)")
     ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
+    ru.add_argument("--export", default=None,
+                    help="comma-separated: checkpoint, torchscript, onnx, executorch, tensorrt; each file is "
+                         "loaded back and checked against the model; a Markdown model card comes with them")
+    ru.add_argument("--out", default=None, help="folder for --export files")
+    ru.add_argument("--history", default=None, help="history file (default: COMPRESSION_LAB_HISTORY or "
+                                                    "~/.cache/compression-lab/history.sqlite)")
+    ru.add_argument("--no-history", action="store_true", help="do not record this run")
     ru.set_defaults(func=_cmd_run)
+
+    hi = sub.add_parser("history", help="list (or delete) recorded runs")
+    hi.add_argument("--history", default=None)
+    hi.add_argument("--status", default=None, choices=["running", "done", "failed"])
+    hi.add_argument("--delete", type=int, default=None, metavar="ID")
+    hi.add_argument("--json", action="store_true")
+    hi.set_defaults(func=_cmd_history)
 
     mo = sub.add_parser("models", help="list the model zoo")
     mo.set_defaults(func=_cmd_models)

@@ -87,6 +87,19 @@ class Profile:
         d["input_size"] = list(self.input_size)
         return d
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Profile":
+        """The inverse of :meth:`to_json` (history and recipes store profiles as JSON)."""
+        d = dict(d)
+        if d.get("latency_ms"):
+            d["latency_ms"] = Latency(**d["latency_ms"])
+        if d.get("accuracy"):
+            a = dict(d["accuracy"])
+            a["ci95"] = tuple(a["ci95"])
+            d["accuracy"] = Accuracy(**a)
+        d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
 
 # ------------------------------------------------------------------ static counts
 

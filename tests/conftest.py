@@ -13,6 +13,14 @@ IMAGENET_VAL = SHARED / "imagenet-val"
 CIFAR_TAR = SHARED / "cifar10-jpeg.tar.gz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_history(tmp_path_factory):
+    """Runs the tests record (CLI, pages) go to a throwaway history, not the user's."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite"
+    os.environ["COMPRESSION_LAB_HISTORY"] = str(path)
+    yield path
+
+
 @pytest.fixture(scope="session")
 def imagenet_val() -> Path:
     if not (IMAGENET_VAL / "labels.csv").is_file():

@@ -44,14 +44,18 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("run", "--model", "efficientnet_lite0", "--unstructured-amount", "0.99"), "out of range"),
     (("run", "--model", "efficientnet_lite0", "--quantize", "static"), "give --data"),
     (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1"), "give --train-data"),
-    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x"),
+     "Recovery trains a pruned model"),
+    (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--distill-epochs", "1", "--train-data", "x",
       "--teacher", "resnet18_cifar10"), "same task"),
-    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+    (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--distill-epochs", "1", "--train-data", "x",
       "--teacher", "resnet50"), "resnet50-"),          # its weights cannot be downloaded here
-    (("run", "--model", "efficientnet_lite0", "--distill-epochs", "1", "--train-data", "x",
+    (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--distill-epochs", "1", "--train-data", "x",
       "--lr", "5"), "learning rate"),
-    (("run", "--model", "efficientnet_lite0", "--finetune-epochs", "500", "--train-data", "x"), "Epochs"),
-    (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--keep-float", "nope"), "'nope'"),
+    (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--finetune-epochs", "500",
+      "--train-data", "x"), "Epochs"),
+    (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--data", "/definitely/missing",
+      "--keep-float", "nope"), "'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     r = run_cli(*args)
