@@ -132,11 +132,17 @@ def validate(recipe: Recipe) -> None:
     if recipe.recover is not None:
         if recipe.prune is None:
             raise RecipeError("recover: recovery trains a pruned model; add a prune step.")
-        validate_recover(recipe.recover)
+        try:
+            validate_recover(recipe.recover)
+        except CompressError as e:
+            raise RecipeError(f"recover: {e}") from None
         if not recipe.data.train_path:
             raise RecipeError("data.train_path: recovery trains on photos; give a folder or a CIFAR-10 tarball.")
     if recipe.unstructured is not None:
-        validate_unstructured(recipe.unstructured)
+        try:
+            validate_unstructured(recipe.unstructured)
+        except CompressError as e:
+            raise RecipeError(f"unstructured: {e}") from None
     q = recipe.quantize
     if q is not None:
         if q.mode in ("static", "ort-int8") and not recipe.data.path:
@@ -149,7 +155,7 @@ def validate(recipe: Recipe) -> None:
 
 def _build(cls, d: Any, where: str):
     if not isinstance(d, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected an object, got {type(d).__name__}.")
+        raise RecipeError(f"{where.rstrip('.') or 'recipe'}: expected an object, got {type(d).__name__}.")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     for k in d:
@@ -201,24 +207,26 @@ def _value(tp, v, where: str):
 
 # ------------------------------------------------------------------ presets for non-engineers
 
-def presets(model: str = "resnet18_cifar10") -> dict[str, tuple[Recipe, str]]:
-    """Named recipes with a one-line reason each."""
+def presets(model: str = "resnet18_cifar10", data: Optional[DataRef] = None) -> dict[str, tuple[Recipe, str]]:
+    """Named recipes for people who do not want to choose settings, each with a one-line
+    reason. ``data`` supplies the evaluation/calibration images they measure on."""
+    data = data or DataRef()
+    m = ModelRef(model)
     return {
         "Phone (ARM CPU)": (
-            Recipe(model=ModelRef(model), prune=StructuredConfig(ratio=0.5, round_to=8),
-                   quantize=QuantConfig(mode="static", backend="qnnpack"),
-                   export=ExportRef(formats=("onnx", "executorch")), name="Phone (ARM CPU)"),
-            "Half the channels (in multiples of 8, which ARM kernels like), then 8-bit integers "
-            "with the qnnpack kernels phones use: the smallest, fastest file for a phone."),
+            Recipe(model=m, data=data, prune=StructuredConfig(ratio=0.5, round_to=8),
+                   export=ExportRef(formats=("executorch", "onnx")), name="Phone (ARM CPU)"),
+            "Half the channels (in multiples of 8, which phone kernels like), exported for "
+            "ExecuTorch with XNNPACK, the runtime Android and iOS apps embed."),
         "Edge / server CPU": (
-            Recipe(model=ModelRef(model), prune=StructuredConfig(ratio=0.25),
+            Recipe(model=m, data=data, prune=StructuredConfig(ratio=0.25),
                    quantize=QuantConfig(mode="ort-int8"), export=ExportRef(formats=("onnx",)),
                    name="Edge / server CPU"),
-            "A quarter of the channels, then ONNX Runtime INT8: the fastest path measured on "
-            "x86 CPUs, with little accuracy lost."),
+            "A quarter of the channels, then 8-bit integers in ONNX Runtime: the fastest path "
+            "measured on x86 CPUs, for little accuracy."),
         "Keep accuracy": (
-            Recipe(model=ModelRef(model), quantize=QuantConfig(mode="ort-int8", keep_worst=2),
+            Recipe(model=m, data=data, quantize=QuantConfig(mode="ort-int8", keep_worst=2),
                    export=ExportRef(formats=("onnx",)), name="Keep accuracy"),
-            "No pruning; 8-bit integers except the two layers that suffer most from it: about 4× "
-            "smaller and faster on CPU, typically within a few tenths of a point."),
+            "No pruning; 8-bit integers except the two layers 8 bits hurt most: about 4× smaller "
+            "and faster on CPUs, typically within a few tenths of a point."),
     }
