@@ -51,6 +51,7 @@ def sidebar() -> None:
                 sha1, path = save_upload(wup)
                 choice = ModelChoice(name, sha1, path)
     loaded, error = load_choice(choice)
+    st.session_state.model_choice = choice
     st.session_state.original = loaded
     st.session_state.model_error = error
     st.session_state.model_key = choice.key
@@ -85,6 +86,7 @@ pages = [
     st.Page("views/prune.py", title="Prune", icon=":material/content_cut:"),
     st.Page("views/distill.py", title="Distill", icon=":material/school:"),
     st.Page("views/quantize.py", title="Quantize", icon=":material/memory:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/classify.py", title="Classify", icon=":material/image_search:"),
 ]
 # st.navigation must come before the sidebar's widgets: widgets created before it are

@@ -188,3 +188,38 @@ def training_curves(events, reference_top1: float | None = None) -> go.Figure:
     fig.update_yaxes(title_text="loss", secondary_y=False)
     fig.update_yaxes(title_text="top-1 %", range=[0, 100], dtick=20, showgrid=False, secondary_y=True)
     return fig
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) no other point beats on both: at least as
+    fast and as accurate, and strictly better on one. Sorted by latency."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc)
+                        for j, (l2, a2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto(names: Sequence[str], latency_ms: Sequence[float], top1: Sequence[float],
+           size_bytes: Sequence[int], hover: Sequence[str]) -> go.Figure:
+    """Accuracy against latency, bubble area ∝ bytes; the Pareto front is drawn as a line
+    through its points (hover shows each run's recipe)."""
+    pts = list(zip(latency_ms, top1))
+    front = set(pareto_front(pts))
+    biggest = max(size_bytes) if size_bytes else 1
+    sizes = [12 + 40 * (b / biggest) ** 0.5 for b in size_bytes]
+    colors = ["#E45756" if i in front else "#4C78A8" for i in range(len(pts))]
+    fig = go.Figure(go.Scatter(
+        x=list(latency_ms), y=list(top1), mode="markers+text", text=list(names), textposition="top center",
+        marker=dict(size=sizes, color=colors, opacity=0.7, line=dict(width=1, color="#333")),
+        hovertext=[f"{n}<br>{h}<br>{lat:.2f} ms, {acc:.2f}%, {b / 1e6:.2f} MB"
+                   for n, h, lat, acc, b in zip(names, hover, latency_ms, top1, size_bytes)],
+        hoverinfo="text", name="runs"))
+    order = sorted(front, key=lambda i: pts[i][0])
+    fig.add_trace(go.Scatter(x=[pts[i][0] for i in order], y=[pts[i][1] for i in order], mode="lines",
+                             line=dict(color="#E45756", dash="dot"), name="Pareto front", hoverinfo="skip"))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="latency, median (ms)",
+                      yaxis_title="top-1 accuracy (%)", legend=dict(orientation="h", y=-0.15))
+    return fig

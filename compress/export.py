@@ -208,10 +208,12 @@ def model_card(result) -> str:
              f"- Measured on: {r.device}" + (f"; accuracy on {r.data['n_eval']} images from "
                                               f"`{r.data['source']}` (seed {r.data['seed']})" if r.data else ""),
              "- Software: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()), "",
-             "## Before and after (measured in the same run)", "",
-             "| measure | before | after | change | how |", "|---|---|---|---|---|"]
-    for row in compare_profiles(Profile.from_json(r.before), Profile.from_json(r.after)):
-        lines.append(f"| {row['measure']} | {row['before']} | {row['after']} | {row['change']} | {row['how']} |")
+             ]
+    if r.before and r.after:
+        lines += ["## Before and after (measured in the same run)", "",
+                  "| measure | before | after | change | how |", "|---|---|---|---|---|"]
+        for row in compare_profiles(Profile.from_json(r.before), Profile.from_json(r.after)):
+            lines.append(f"| {row['measure']} | {row['before']} | {row['after']} | {row['change']} | {row['how']} |")
     if r.exports:
         lines += ["", "## Files", "", "| format | file | bytes | runtime | max abs diff | same top-1 | note |",
                   "|---|---|---|---|---|---|---|"]

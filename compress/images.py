@@ -57,26 +57,33 @@ class Prediction:
     labels: list[str]
     probs: list[float]
     indices: list[int]
-    ms: float                  # wall time of the forward pass for this image
+    ms: float                  # median wall time of the forward pass for this image
     device: str
+    runs: int = 1              # timed runs behind ``ms`` (after one warm-up run)
 
 
 @torch.inference_mode()
 def classify(model: torch.nn.Module, image: Image.Image, transform, categories,
-             device: torch.device, k: int = 5) -> Prediction:
-    """Top-k classes of one image. ``ms`` times the model alone (preprocessing excluded)."""
+             device: torch.device, k: int = 5, runs: int = 5) -> Prediction:
+    """Top-k classes of one image. ``ms`` is the median time of the model alone
+    (preprocessing excluded) over ``runs`` passes after one warm-up pass."""
+    import statistics
     model = model.to(device).eval()
     x = transform(image).unsqueeze(0).to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    logits = model(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - t0) * 1000
+    logits = model(x)                          # warm-up: first-call allocations, lazy init
+    times = []
+    for _ in range(max(1, runs)):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        logits = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    ms = statistics.median(times)
     probs = torch.softmax(logits.float(), dim=1)[0]
     k = min(k, probs.numel())
     top = probs.topk(k)
     idx = top.indices.tolist()
     names = [categories[i] if i < len(categories) else f"class {i}" for i in idx]
-    return Prediction(names, top.values.tolist(), idx, ms, str(device))
+    return Prediction(names, top.values.tolist(), idx, ms, str(device), max(1, runs))

@@ -34,6 +34,7 @@ class Result:
     seconds: float = 0.0
     model: Any = None                  # the final model (nn.Module or QuantizedModel); not JSON
     float_model: Any = None            # the last float model (before quantization)
+    reports: dict[str, Any] = field(default_factory=dict)   # step -> the engine's report object
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "recipe": self.recipe.to_dict(), "model": self.recipe.model.name,
@@ -117,9 +118,10 @@ def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets
 
     emit(on_progress, "measure", 0.0, "measuring the original")
     before = profile(loaded.model, "original")
-    model, steps = loaded.model, []
+    model, steps, raw = loaded.model, [], {}
 
-    def step(name: str, config, t0: float, report) -> None:
+    def step(name: str, config, t0: float, report, obj=None) -> None:
+        raw[name] = obj if obj is not None else report
         steps.append({"step": name, "config": asdict(config) if config is not None else None,
                       "seconds": round(time.perf_counter() - t0, 3), "report": report})
 
@@ -128,7 +130,7 @@ def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets
         model, reports = P.prune_iterative(model, recipe.prune, spec.input_size, steps=recipe.prune_steps,
                                            batches=sets.scoring if sets else None,
                                            on_progress=stage("prune"), cancel=cancel)
-        step("prune_structured", recipe.prune, t0, [r.summary() for r in reports])
+        step("prune_structured", recipe.prune, t0, [r.summary() for r in reports], reports)
     if recipe.recover is not None:
         from compress.distill import recover
         t0 = time.perf_counter()
@@ -141,6 +143,7 @@ def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets
     if recipe.unstructured is not None:
         t0 = time.perf_counter()
         model, sp = P.prune_unstructured(model, recipe.unstructured)
+        raw["prune_unstructured"] = sp
         step("prune_unstructured", recipe.unstructured, t0,
              {"global_sparsity": sp.global_sparsity,
               "layers": [{"layer": n, "zeros": z, "total": t} for n, z, t in sp.layers],
@@ -169,7 +172,7 @@ def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets
                     data=None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
                                                     "n_scoring": sets.n_scoring, "seed": d.seed},
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
-                    versions=versions)
+                    versions=versions, reports=raw)
     if recipe.export.formats:
         _export(result, loaded, sets, spec, on_progress)
     result.seconds = time.perf_counter() - t_all

@@ -276,3 +276,44 @@ def test_distill_page_cancel_stops_training_and_keeps_the_pruned_model(cifar_ass
     assert any("cancelled in epoch 1" in w.value for w in at.warning)
     assert at.session_state["compressed"]["label"] == pruned_label
     assert at.number_input(key="kd_epochs").value == 50          # the controls kept their values
+
+
+def test_compare_page_lists_runs_with_pareto_summary_side_by_side_and_exports(cifar_asset, cifar_tar, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("COMPRESSION_LAB_HISTORY", str(tmp_path / "h.sqlite"))
+    at = on_page("compare")
+    assert not at.exception
+    assert any("No runs recorded yet" in i.value for i in at.info)
+    at.switch_page("views/prune.py")
+    at.session_state["data_path"] = str(cifar_tar)
+    at.session_state["data_limit"] = 40
+    at.session_state["prune_runs"] = 5
+    at.run()
+    at.button(key="prune_go").click().run()
+    at.slider(key="prune_ratio").set_value(0.25).run()
+    at.button(key="prune_go").click().run()
+    assert not at.exception and not at.error
+    at.switch_page("views/compare.py").run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) == 2 and set(table["from"]) == {"app"}
+    assert (table["n"] == 40).all() and (table["× smaller"] > 1).all()
+    assert len(at.get("plotly_chart")) == 1                        # the Pareto chart
+    plain = [m.value for m in at.markdown if "× smaller" in m.value]
+    assert plain and "points" in plain[0] and "on 40 validation images (95% interval" in plain[0]
+    side = at.table[0].value
+    assert {"A: #1", "B: #2", "B / A"} <= set(side.columns)
+    # export the current compressed model (the last pruned one) and check the file
+    at.multiselect(key="exp_formats").set_value(["onnx", "torchscript"]).run()
+    at.button(key="exp_go").click().run()
+    assert not at.exception and not at.error
+    files = at.table[1].value
+    assert list(files.index) == ["onnx", "torchscript"]
+    assert (files["same top-1"].str.startswith("100.0%")).all()
+    keys = [b.key for b in at.get("download_button")]
+    assert {"exp_dl_onnx", "exp_dl_torchscript", "exp_dl_card"} <= set(keys)
+    # deleting a run removes it
+    at.selectbox(key="cmp_pick").set_value(1).run()
+    at.button(key="cmp_delete").click().run()
+    assert len(at.dataframe[0].value) == 1
+

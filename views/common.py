@@ -122,11 +122,17 @@ def eval_sets_for(spec, n_scoring: int = 64):
         return None, str(e)
 
 
-def set_compressed(model, label: str, steps: list, quantized: bool = False) -> None:
+def set_compressed(model, label: str, steps: list, quantized: bool = False, exportable=None,
+                   run_id: Optional[int] = None) -> None:
     """Make ``model`` the current compressed model that every page uses. ``quantized``
-    models (INT8, ONNX Runtime, half precision) are final: they are not pruned further."""
+    models (INT8, ONNX Runtime, half precision) are final: they are not pruned further.
+    ``exportable`` is what the exporters take when it differs from ``model`` (a
+    QuantizedModel, which carries its runtime and its ONNX file); ``run_id`` is its run
+    in the history (for the model card)."""
     st.session_state.compressed = {"key": st.session_state.get("model_key"), "model": model,
-                                   "label": label, "steps": steps, "quantized": quantized}
+                                   "label": label, "steps": steps, "quantized": quantized,
+                                   "exportable": exportable if exportable is not None else model,
+                                   "run_id": run_id}
 
 
 def current_compressed():
@@ -145,3 +151,74 @@ def artifact_bytes(model, loaded: LoadedModel) -> bytes:
     buf = io.BytesIO()
     save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained), buf)
     return buf.getvalue()
+
+
+def history():
+    """The run history (``COMPRESSION_LAB_HISTORY`` or the default file), or None after
+    showing why it cannot be used; the page keeps working without it."""
+    from compress.history import History
+    try:
+        return History()
+    except CompressError as e:
+        st.warning(f"Runs are not being recorded: {e}")
+        return None
+
+
+def page_recipe(**steps):
+    """A Recipe for the sidebar's model, images and device with the given steps."""
+    from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
+    choice = st.session_state.get("model_choice")
+    loaded = current_model()
+    if choice is not None and choice.name == UPLOAD:
+        model = ModelRef(name=choice.like or "", checkpoint=choice.file_path, arch=choice.arch,
+                         num_classes=choice.num_classes)
+    else:
+        model = ModelRef(name=loaded.spec.name, weights=choice.file_path if choice else None)
+    path, limit, seed = data_settings()
+    measure = MeasureRef(device=st.session_state.get("device", "auto"),
+                         runs=int(steps.pop("runs", 30)), warmup=int(steps.pop("warmup", 5)))
+    return Recipe(model=model, data=DataRef(path=path or None, limit=limit, seed=seed), measure=measure, **steps)
+
+
+STEP_FIELDS = {"prune_structured": "prune", "distill": "recover", "finetune": "recover",
+               "prune_unstructured": "unstructured", "quantize": "quantize"}
+
+
+def recipe_of(steps: list, **extra):
+    """The recipe that reproduces a session model made of ``steps`` (as set_compressed
+    records them), plus ``extra`` steps, for the sidebar's model and images."""
+    from compress.recipe import Recipe
+    d = page_recipe().to_dict()
+    for s in steps:
+        d[STEP_FIELDS[s["step"]]] = s["config"]
+    for k, v in extra.items():
+        d[k] = v
+    return Recipe.from_dict(d, check=False)
+
+
+def record(recipe, before, after, steps: list, device: str, artifacts: Optional[dict] = None) -> Optional[int]:
+    """Record a run a page measured itself (profiles as Profile objects) in the history."""
+    from compress.distill import software_versions
+    h = history()
+    if h is None:
+        return None
+    rid = h.start(recipe.to_dict(), name=recipe.name or recipe.describe(), source="app", device=device,
+                  versions=software_versions())
+    h.finish(rid, before.to_json(), after.to_json(), steps, artifacts or {})
+    return rid
+
+
+def run_recipe(recipe, sets, label: str):
+    """Run ``recipe`` through the pipeline on the session's model and images, with a
+    progress bar, recorded in the history. Returns the Result, or None after showing the
+    error."""
+    from compress import pipeline
+    bar = st.progress(0.0, text=f"{label}: starting")
+    try:
+        return pipeline.run(recipe, history=history(), source="app", loaded=current_model(), sets=sets,
+                            on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
+    except CompressError as e:
+        st.error(str(e))
+        return None
+    finally:
+        bar.empty()

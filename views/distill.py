@@ -22,7 +22,7 @@ from compress.progress import ProgressEvent
 from compress.zoo import ZOO
 from views import jobs
 from views.common import (artifact_bytes, current_compressed, current_device, data_settings,
-                          eval_sets_for, require_model, set_compressed)
+                          eval_sets_for, history, recipe_of, require_model, set_compressed)
 
 loaded = require_model()
 spec = loaded.spec
@@ -41,7 +41,7 @@ if job is not None and job.key != key:
 # ---------------------------------------------------------------- a finished job
 if job is not None and job.status == "done" and not job.consumed:
     r = job.result
-    set_compressed(r["model"], r["label"], r["steps"])
+    set_compressed(r["model"], r["label"], r["steps"], run_id=r["run_id"])
     job.consumed = True
     st.rerun()                                   # so the sidebar names the new compressed model
 
@@ -220,6 +220,8 @@ if not running:
         pruned, original, student_label, prior_steps = comp["model"], loaded.model, comp["label"], comp["steps"]
         evaluation = sets.evaluation if sets else None
         runs = 20
+        runs_history = history()
+        recipe = recipe_of(prior_steps, recover=asdict(rcfg))
 
         def work(on_progress, cancel):
             t0 = time.perf_counter()
@@ -235,7 +237,15 @@ if not running:
                                                eval_batches=evaluation, weights=loaded.weights_note,
                                                on_progress=relay, cancel=cancel)
             what = "distilled" if rcfg.method == "distill" else "fine-tuned"
-            return {"key": key, "model": recovered, "history": res.history, "profiles": profiles,
+            steps = prior_steps + [{"step": rcfg.method, "config": asdict(rcfg),
+                                    "report": {"history": [asdict(h) for h in res.history]}}]
+            run_id = None
+            if runs_history is not None:          # recorded like every run, for the Compare page
+                run_id = runs_history.start(recipe.to_dict(), name=recipe.describe(), source="app",
+                                            device=str(device), versions=K.software_versions())
+                runs_history.finish(run_id, profiles["original"].to_json(), profiles["recovered"].to_json(),
+                                    steps, {})
+            return {"key": key, "run_id": run_id, "model": recovered, "history": res.history, "profiles": profiles,
                     "config": rcfg, "seconds": seconds, "n_train": len(loader.dataset),
                     "label": f"{student_label}, {what} {rcfg.epochs} epoch(s)",
                     "steps": prior_steps + [{"step": rcfg.method, "config": asdict(rcfg)}]}

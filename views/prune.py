@@ -15,9 +15,9 @@ from compress import charts
 from compress import prune as P
 from compress.data import cache_dir
 from compress.errors import CompressError
-from compress.measure import compare_profiles, layer_table, profile_model
-from views.common import (artifact_bytes, current_compressed, current_device, eval_sets_for,
-                          require_model, set_compressed)
+from compress.measure import Profile, compare_profiles, layer_table, profile_model
+from views.common import (artifact_bytes, current_compressed, current_device, eval_sets_for, page_recipe,
+                          require_model, run_recipe, set_compressed)
 
 loaded = require_model()
 spec, model = loaded.spec, loaded.model
@@ -127,21 +127,19 @@ with structured:
                         key="prune_runs")
 
     if st.button("Prune", type="primary", key="prune_go", disabled=amount == 0):
-        bar = st.progress(0.0, text="starting")
-        try:
-            before = measure(model, bar, "original")
-            pruned, report = P.prune_structured(model, cfg, spec.input_size,
-                                                batches=sets.scoring if sets else None)
-            after = measure(pruned, bar, "pruned")
+        if current_device() is None:
+            st.stop()
+        result = run_recipe(page_recipe(prune=cfg, runs=st.session_state.get("prune_runs", 30)), sets, "Prune")
+        if result is not None:
+            pruned, report = result.model, result.reports["prune_structured"][-1]
             st.session_state.prune_result = {
-                "key": key, "cfg": cfg, "report": report, "before": before, "after": after,
+                "key": key, "cfg": cfg, "report": report, "run_id": result.run_id,
+                "before": Profile.from_json(result.before), "after": Profile.from_json(result.after),
                 "rows_before": layer_table(model, spec.input_size),
                 "rows_after": layer_table(pruned, spec.input_size)}
             set_compressed(pruned, f"channel-pruned {report.ratio:.2f} ({criterion}, {scope})",
-                           [{"step": "prune_structured", "config": asdict(replace(cfg, ratio=report.ratio))}])
-        except CompressError as err:
-            st.error(str(err))
-        bar.empty()
+                           [{"step": "prune_structured", "config": asdict(replace(cfg, ratio=report.ratio))}],
+                           run_id=result.run_id)
 
     res = st.session_state.get("prune_result")
     if res and res["key"] == key:

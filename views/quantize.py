@@ -15,8 +15,8 @@ from compress import charts
 from compress import quantize as Q
 from compress.errors import CompressError
 from compress.measure import profile_model
-from views.common import (current_compressed, current_device, data_settings, eval_sets_for,
-                          require_model, set_compressed)
+from views.common import (current_compressed, current_device, data_settings, eval_sets_for, recipe_of,
+                          record, require_model, set_compressed)
 
 loaded = require_model()
 spec = loaded.spec
@@ -114,10 +114,16 @@ def run_all(sets):
     """FP32 eager and ORT FP32 baselines, then each mode: same images, same run."""
     results = []
     bar = st.progress(0.0, text="starting")
-    steps = ["fp32"] + ["ort-fp32"] + list(modes)
+    steps = (["original"] if src_key == "compressed" else []) + ["fp32"] + ["ort-fp32"] + list(modes)
     batches = sets.evaluation if sets else None
     for i, mode in enumerate(steps):
         bar.progress(i / len(steps), text=f"{mode}: quantizing and measuring")
+        if mode == "original":       # the unpruned model, so every run compares with it
+            prof = profile_model(loaded.model, spec.name, spec.input_size, torch.device("cpu"), runs=int(runs),
+                                 warmup=5, eval_batches=batches, weights=loaded.weights_note)
+            results.append({"mode": "original", "name": "Original (unpruned) FP32", "profile": prof,
+                            "model": loaded.model})
+            continue
         if mode == "fp32":
             prof = profile_model(source, spec.name, spec.input_size, torch.device("cpu"), runs=int(runs),
                                  warmup=5, eval_batches=batches, weights=loaded.weights_note)
@@ -135,11 +141,19 @@ def run_all(sets):
             prof = Q.profile_quantized(q, source, spec.name, spec.input_size, runs=int(runs), warmup=5,
                                        eval_batches=batches, weights=loaded.weights_note)
             name = q.runtime + (f" on {dev.type}" if mode in ("fp16", "bf16") else "")
-            results.append({"mode": mode, "name": name, "profile": prof, "model": q.model,
+            results.append({"mode": mode, "name": name, "profile": prof, "model": q.model, "quantized": q,
                             "config": asdict(mode_cfg)})
         except CompressError as err:
             results.append({"mode": mode, "name": mode, "error": str(err)})
     bar.empty()
+    # every quantized result is a run in the history, compared with the original model
+    original = results[0]["profile"]
+    prior = comp["steps"] if src_key == "compressed" else []
+    for r in results:
+        if "profile" in r and r["mode"] not in ("original", "fp32"):
+            recipe = recipe_of(prior, quantize=r["config"])
+            r["run_id"] = record(recipe, original, r["profile"], prior + [{"step": "quantize", "config": r["config"]}],
+                                 "cpu")
     return results
 
 
@@ -155,7 +169,7 @@ if res and res["key"] == key:
     for r in res["results"]:
         if "error" in r:
             st.error(f"{r['mode']}: {r['error']}")
-    base = ok[0]["profile"]
+    base = next(r["profile"] for r in ok if r["mode"] == "fp32")
     rows = []
     for r in ok:
         p, lat = r["profile"], r["profile"].latency_ms
@@ -167,6 +181,7 @@ if res and res["key"] == key:
             "top-1 %": None if acc is None else acc.top1,
             "95% CI": "" if acc is None else f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f}",
             "same top-1 as FP32 %": 100.0 if r["mode"] == "fp32" else p.agreement_top1,
+            "history run": r.get("run_id"),
             "notes": " ".join(p.notes)})
     st.subheader(f"Results for the {res['source']}")
     lat0 = base.latency_ms
@@ -177,7 +192,7 @@ if res and res["key"] == key:
                "runtime's own file.")
     fmt = {"size (MB)": "{:.2f}", "× size": "×{:.2f}", "latency median (ms)": "{:.2f}",
            "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×", "top-1 %": "{:.2f}",
-           "same top-1 as FP32 %": "{:.1f}"}
+           "same top-1 as FP32 %": "{:.1f}", "history run": "#{:.0f}"}
     st.table(pd.DataFrame(rows).set_index("model").style.format(fmt, na_rep="–"))
     names = [r["model"] for r in rows]
     c = st.columns(3)
@@ -188,14 +203,15 @@ if res and res["key"] == key:
     if base.accuracy is not None:
         c[2].plotly_chart(charts.variant_bars(names, [r["top-1 %"] for r in rows], "Top-1 accuracy", "%"),
                           width="stretch", key="q_acc")
-    choice = st.selectbox("Make one of them the current compressed model", [r["name"] for r in ok[1:]],
-                          key="q_pick")
+    choice = st.selectbox("Make one of them the current compressed model",
+                          [r["name"] for r in ok if r["mode"] not in ("original", "fp32")], key="q_pick")
     if st.button("Use this model", key="q_use"):
         r = next(r for r in ok if r["name"] == choice)
         prefix = comp["label"] + " + " if src_key == "compressed" and comp else ""
         steps = (comp["steps"] if src_key == "compressed" and comp else []) + [
             {"step": "quantize", "config": r.get("config", {})}]
-        set_compressed(r["model"], f"{prefix}{r['name']}", steps, quantized=True)
+        set_compressed(r["model"], f"{prefix}{r['name']}", steps, quantized=True, exportable=r.get("quantized"),
+                       run_id=r.get("run_id"))
         st.success(f"The current compressed model is now: {prefix}{r['name']}.")
 
 st.subheader("Which layers lose most in 8 bits")
