@@ -317,3 +317,15 @@ def test_compare_page_lists_runs_with_pareto_summary_side_by_side_and_exports(ci
     at.button(key="cmp_delete").click().run()
     assert len(at.dataframe[0].value) == 1
 
+
+
+def test_compare_page_preset_runs_a_recipe_and_records_it(cifar_asset, cifar_tar, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_LAB_HISTORY", str(tmp_path / "h.sqlite"))
+    at = on_page("compare", data_path=str(cifar_tar), data_limit=40)
+    assert not at.exception
+    at.button(key="preset_1").click().run()                   # "Edge / server CPU"
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Edge / server CPU: run #1 recorded" in s.value and "onnx →" in s.value for s in at.success)
+    assert at.session_state["compressed"]["quantized"]
+    table = at.dataframe[0].value
+    assert list(table["runtime"]) == ["ONNX Runtime INT8 (QDQ)"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,8 @@ from compress import charts
 from compress.errors import CompressError
 from compress.measure import Profile, compare_profiles
 from compress.recipe import Recipe
-from views.common import current_compressed, eval_sets_for, history, recipe_of, require_model
+from views.common import (STEP_FIELDS, current_compressed, data_settings, eval_sets_for, history, page_recipe,
+                          recipe_of, require_model, run_recipe, set_compressed)
 
 loaded = require_model()
 spec = loaded.spec
@@ -26,6 +28,27 @@ st.title("Compare")
 st.caption("Every run you made (on these pages or with `python -m compress run`) is recorded. "
            "Each run measured the original model and the compressed one in the same session, so "
            "its ratios are fair; comparing latency *across* runs mixes measurement times.")
+
+with st.expander("Presets: one click, no settings"):
+    from compress.recipe import DataRef, presets
+    path, limit, seed = data_settings()
+    for i, (name, (preset, reason)) in enumerate(presets(spec.name, DataRef(path=path or None, limit=limit,
+                                                                              seed=seed)).items()):
+        c1, c2 = st.columns([1, 3])
+        go = c1.button(name, key=f"preset_{i}")
+        c2.markdown(f"{reason}  \n`{preset.describe()}`, exports: {', '.join(preset.export.formats)}")
+        if go:
+            recipe = replace(preset, model=page_recipe().model, measure=page_recipe().measure)
+            result = run_recipe(recipe, eval_sets_for(spec, n_scoring=128)[0], name)
+            if result is not None:
+                final = result.model          # a QuantizedModel carries its runtime's module
+                set_compressed(getattr(final, "model", final), name,
+                               [{"step": s["step"], "config": s["config"]} for s in result.steps
+                                if s["step"] in STEP_FIELDS],
+                               quantized=recipe.quantize is not None, exportable=result.model,
+                               run_id=result.run_id)
+                st.success(f"{name}: run #{result.run_id} recorded; files: "
+                           + ", ".join(f"{k} → {v}" for k, v in result.artifacts.items()))
 
 h = history()
 runs = h.runs(status="done") if h else []
