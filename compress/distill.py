@@ -120,6 +120,8 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
         from torch.nn.parallel import DistributedDataParallel
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise DistillError("Nothing to train: every parameter of this model is frozen.")
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))

@@ -299,7 +299,7 @@ def test_compare_page_lists_runs_with_pareto_summary_side_by_side_and_exports(ci
     assert len(table) == 2 and set(table["from"]) == {"app"}
     assert (table["n"] == 40).all() and (table["× smaller"] > 1).all()
     assert len(at.get("plotly_chart")) == 1                        # the Pareto chart
-    plain = [m.value for m in at.markdown if "× smaller" in m.value]
+    plain = [m.value for m in at.markdown if m.value.startswith("**#") and "× smaller" in m.value]
     assert plain and "points" in plain[0] and "on 40 validation images (95% interval" in plain[0]
     side = at.table[0].value
     assert {"A: #1", "B: #2", "B / A"} <= set(side.columns)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -100,7 +101,7 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
 
         page.get_by_role("link", name="Compare").click()
         page.get_by_text("Accuracy against speed").wait_for(timeout=120_000)
-        plain = page.get_by_text("× smaller").first.inner_text()
+        plain = main.get_by_text(re.compile(r"× smaller, .*validation images")).first.inner_text()
         page.get_by_role("button", name="Export", exact=True).click()
         page.get_by_role("button", name="Download onnx").wait_for(timeout=300_000)
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
