@@ -224,3 +224,10 @@ def test_fine_tuning_on_unlabelled_photos_is_a_message(tiny, tmp_path):
     unlabelled = D.TensorBatches(x, torch.full((len(x),), -1), 64, SPEC.preprocess.mean, SPEC.preprocess.std)
     with pytest.raises(DistillError, match="label-free"):
         recover(model, model, RecoverConfig(method="finetune", epochs=1), unlabelled, torch.device("cpu"))
+
+
+def test_empty_training_folder_is_a_message(tmp_path):
+    from compress.errors import DataError
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match="No images"):
+        D.open_training(tmp_path / "photos")
