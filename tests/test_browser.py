@@ -114,6 +114,7 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
         page.get_by_text("Classify a photo").wait_for(timeout=60_000)
         page.locator("input[type=file]").set_input_files(str(chelsea_png))
         page.get_by_text("for this photo on").nth(1).wait_for(timeout=120_000)
+        main.get_by_text(re.compile("Both models say|The two models disagree")).wait_for(timeout=60_000)
         main = page.locator("[data-testid=stMain]").inner_text()
         page.screenshot(path=str(tmp_path / "classify2.png"), full_page=True)
         _save(tmp_path, "prune.png", "quantize.png", "compare.png", "classify2.png")
