@@ -90,7 +90,8 @@ def _recipe_from_flags(a: argparse.Namespace):
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
     return Recipe(
         model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
-                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes),
+                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes,
+                       trust_pickle=a.trust_pickle),
         data=DataRef(path=a.data, limit=a.limit, seed=a.seed, train_path=a.train_data, train_limit=a.train_limit),
         measure=MeasureRef(device=a.device, batch=a.batch, runs=a.runs, warmup=a.warmup, threads=a.threads),
         prune=prune, prune_steps=a.prune_steps, recover=recover, unstructured=unstructured, quantize=quant,
@@ -112,10 +113,6 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         recipe = _recipe_from_flags(a)
     validate(recipe)
-    if a.trust_pickle and recipe.model.checkpoint:
-        raise CompressError("--trust-pickle is not available through the pipeline; convert the model "
-                            "to a state_dict first (python -m compress profile --checkpoint ... "
-                            "--trust-pickle shows it loads).")
     if a.save and recipe.quantize is not None and not recipe.quantize.mode.startswith("ort"):
         raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
                             f"--quantize {recipe.quantize.mode} model is measured but not saved "

@@ -48,7 +48,8 @@ def load(recipe: Recipe):
     from compress.zoo import load_checkpoint, load_model
     m = recipe.model
     if m.checkpoint:
-        return load_checkpoint(m.checkpoint, arch=m.arch, num_classes=m.num_classes, like=m.name or None)
+        return load_checkpoint(m.checkpoint, arch=m.arch, num_classes=m.num_classes, like=m.name or None,
+                               trust_pickle=m.trust_pickle)
     return load_model(m.name, weights=m.weights)
 
 

@@ -34,6 +34,7 @@ class ModelRef:
     checkpoint: Optional[str] = None         # a state_dict / artifact / TorchScript file
     arch: Optional[str] = None               # with checkpoint: the architecture
     num_classes: Optional[int] = None
+    trust_pickle: bool = False               # the user's consent to run a pickled model's code
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,17 @@ def test_cli_runs_a_recipe_file_and_lists_it_in_history(cifar, cifar_tar, tmp_pa
     assert r.returncode == 2 and 'prune.ratio: expected a number, got "half"' in r.stderr
     r = run_cli("run", "--model", "nope", "--history", hist)
     assert r.returncode == 2 and "Unknown model" in r.stderr
+
+
+def test_a_pickled_model_in_a_recipe_needs_the_users_consent(tmp_path):
+    from compress.errors import UntrustedPickle
+    from compress.recipe import ModelRef
+    from compress.zoo import build_architecture
+    path = tmp_path / "full.pt"
+    torch.save(build_architecture("resnet18", 10), path)           # a whole pickled model
+    recipe = Recipe(model=ModelRef(name="resnet18_cifar10", checkpoint=str(path)))
+    with pytest.raises(UntrustedPickle):
+        pipeline.load(recipe)
+    trusted = Recipe.from_json(Recipe(model=ModelRef(name="resnet18_cifar10", checkpoint=str(path),
+                                                     trust_pickle=True)).to_json())
+    assert sum(p.numel() for p in pipeline.load(trusted).model.parameters()) == 11_181_642

@@ -171,7 +171,7 @@ def page_recipe(**steps):
     loaded = current_model()
     if choice is not None and choice.name == UPLOAD:
         model = ModelRef(name=choice.like or "", checkpoint=choice.file_path, arch=choice.arch,
-                         num_classes=choice.num_classes)
+                         num_classes=choice.num_classes, trust_pickle=choice.trust_pickle)
     else:
         model = ModelRef(name=loaded.spec.name, weights=choice.file_path if choice else None)
     path, limit, seed = data_settings()
