@@ -128,7 +128,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.save:
         if recipe.quantize is None:
             from compress.zoo import LoadedModel, save_artifact
-            loaded = pipeline.load(recipe)
+            loaded = result.loaded
             meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
             save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
                           a.save, meta=meta)

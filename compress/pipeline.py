@@ -35,6 +35,7 @@ class Result:
     model: Any = None                  # the final model (nn.Module or QuantizedModel); not JSON
     float_model: Any = None            # the last float model (before quantization)
     reports: dict[str, Any] = field(default_factory=dict)   # step -> the engine's report object
+    loaded: Any = None                 # the original LoadedModel (spec, weights note)
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "recipe": self.recipe.to_dict(), "model": self.recipe.model.name,
@@ -173,7 +174,7 @@ def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets
                     data=None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
                                                     "n_scoring": sets.n_scoring, "seed": d.seed},
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
-                    versions=versions, reports=raw)
+                    versions=versions, reports=raw, loaded=loaded)
     if recipe.export.formats:
         _export(result, loaded, sets, spec, on_progress)
     result.seconds = time.perf_counter() - t_all

@@ -168,7 +168,6 @@ if st.button("Export", type="primary", key="exp_go", disabled=not formats):
                                    meta={"steps": comp["steps"]}).to_json()
             except CompressError as e:
                 failed[fmt] = str(e)
-    card = None
     run = h.get(comp.get("run_id")) if h and comp.get("run_id") else None
     if run is not None:
         card = model_card(SimpleNamespace(
