@@ -14,7 +14,7 @@ from compress.errors import CompressError
 
 def _cmd_train_baseline(a: argparse.Namespace) -> int:
     from compress import distributed
-    from compress.distill import train_baseline_cifar10
+    from compress.train import train_baseline_cifar10
     if a.model != "resnet18_cifar10":
         raise CompressError(f"train-baseline knows only resnet18_cifar10, not {a.model!r}.")
 
@@ -47,7 +47,7 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
-def _recipe_from_flags(a: argparse.Namespace):
+def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
     """The flag form of ``run`` as a Recipe (the same thing a recipe file holds)."""
     from compress.distill import RecoverConfig
     from compress.prune import StructuredConfig, UnstructuredConfig
@@ -58,17 +58,18 @@ def _recipe_from_flags(a: argparse.Namespace):
     if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
         raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
                             "its train split; a folder without labels works with --distill-alpha 1).")
-    if a.quantize in ("static", "ort-int8") and not a.data:
+    from compress.quantize import MODES
+    if a.quantize in MODES and MODES[a.quantize].calibrates and not a.data:
         raise CompressError(f"--quantize {a.quantize} calibrates on real images: give --data.")
-    if a.quantize == "qat" and not a.train_data:
-        raise CompressError("--quantize qat fine-tunes on labelled photos: give --train-data "
+    if a.quantize in MODES and MODES[a.quantize].trains and not a.train_data:
+        raise CompressError(f"--quantize {a.quantize} fine-tunes on labelled photos: give --train-data "
                             "(a CIFAR-10 tarball uses its train split).")
     prune = None
     if a.prune_ratio is not None or a.prune_layers:
         protected = None if a.protect is None else (() if a.protect == "none" else _names(a.protect))
         ratio = 0.5 if a.prune_ratio is None else a.prune_ratio
         prune = StructuredConfig(
-            ratio=ratio if a.prune_target == "ratio" else 0.5, criterion=a.prune_criterion,
+            ratio=ratio if a.prune_target == "ratio" else None, criterion=a.prune_criterion,
             scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
             round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed)
     recover = None
@@ -77,7 +78,7 @@ def _recipe_from_flags(a: argparse.Namespace):
                                 epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
                                 temperature=a.distill_T, alpha=a.distill_alpha,
                                 teacher=a.teacher or "original", seed=a.seed)
-        if prune is None:
+        if prune is None and not allow_no_prune:
             raise CompressError("Recovery trains a pruned model: add --prune-ratio or --prune-layers.")
     unstructured = None
     if a.unstructured_amount:
@@ -105,25 +106,30 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from compress import pipeline
     from compress.history import History
     from compress.recipe import ExportRef, Recipe, validate
+    start = None
+    history = None if a.no_history else History(a.history)
     if a.recipe:
         recipe = Recipe.load(a.recipe)
         if a.export or a.out:
             recipe = replace(recipe, export=ExportRef(
                 formats=_names(a.export) or recipe.export.formats, out_dir=a.out or recipe.export.out_dir))
     else:
-        recipe = _recipe_from_flags(a)
+        recipe = _recipe_from_flags(a, allow_no_prune=a.from_run is not None)
+    if a.from_run is not None:
+        start, recipe = _start_from(a, recipe, history)
     validate(recipe)
     if a.save and recipe.quantize is not None and not recipe.quantize.mode.startswith("ort"):
         raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
                             f"--quantize {recipe.quantize.mode} model is measured but not saved "
                             "(use --export torchscript, or --quantize ort-int8 for an ONNX file).")
-    history = None if a.no_history else History(a.history)
 
     def log(ev):
         if not a.json:
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
 
-    result = pipeline.run(recipe, on_progress=log, history=history, source="cli")
+    result = pipeline.run(recipe, on_progress=log, history=history, source="cli", start=start)
+    for w in result.warnings:                  # e.g. a history that could not be written
+        print(f"warning: {w}", file=sys.stderr, flush=True)
     out = result.to_json()
     if a.save:
         if recipe.quantize is None:
@@ -153,9 +159,31 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"{'top-1':<20} {ab['top1']:>11.2f}% -> {aa['top1']:>11.2f}% (n={aa['n']})")
     for fmt, path in result.artifacts.items():
         print(f"{fmt:<20} {path}")
-    if result.run_id is not None:
+    if result.run_id is not None and not result.warnings:
         print(f"recorded as run {result.run_id} in {history.path}")
     return 0
+
+
+def _start_from(a: argparse.Namespace, flags_recipe, history):
+    """(Point, recipe) for ``run --from-run N``: run N's recipe, with the steps the flags
+    give set on top (each drops the steps after it), measured on the flags' data if given."""
+    from dataclasses import replace
+    from compress import pipeline
+    from compress.history import History
+    from compress.recipe import STEP_SECTIONS
+    h = history or History(a.history)
+    run = h.get(a.from_run)
+    if run is None:
+        raise CompressError(f"There is no run {a.from_run} in {h.path}.")
+    start = pipeline.point_of_run(run, h)
+    recipe = start.recipe
+    for section in STEP_SECTIONS:
+        cfg = getattr(flags_recipe, section)
+        if cfg is not None:
+            recipe = recipe.with_step(section, cfg)
+    if a.data:
+        recipe = replace(recipe, data=flags_recipe.data)
+    return start, replace(recipe, measure=flags_recipe.measure, export=flags_recipe.export, name="")
 
 
 def _cmd_history(a: argparse.Namespace) -> int:
@@ -183,18 +211,16 @@ def _cmd_history(a: argparse.Namespace) -> int:
 def _cmd_profile(a: argparse.Namespace) -> int:
     from compress import data as D
     from compress.device import resolve_device
-    from compress.measure import check_labels_fit, profile_model
+    from compress.measure import profile_model
 
     device = resolve_device(a.device)
     loaded = _load(a)
     spec = loaded.spec
     batches = total = None
-    if a.data:
-        images = D.open_labelled(a.data)
-        check_labels_fit(images.labels or [], spec.num_classes, spec.name)
-        batches, sub = D.eval_loader(images, spec.preprocess.transform(), limit=a.limit,
-                                     seed=a.seed, batch_size=max(a.batch, 32))
-        total = len(sub)
+    if a.data:      # the same evaluation images as `run` and every page for (data, limit, seed)
+        sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name,
+                           limit=a.limit, seed=a.seed)
+        batches, total = sets.evaluation, sets.n_eval
     prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=a.batch,
                          runs=a.runs, warmup=a.warmup, threads=a.threads, eval_batches=batches,
                          eval_total=total, weights=loaded.weights_note)
@@ -253,6 +279,7 @@ _measure_args = [
 
 def main(argv: list[str] | None = None) -> int:
     from compress.prune import CRITERIA
+    from compress.quantize import MODES
     p = argparse.ArgumentParser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -283,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="unstructured pruning: fraction of weights set to zero (0-0.95)")
     ru.add_argument("--unstructured-method", default="l1", choices=["l1", "random"])
     ru.add_argument("--unstructured-scope", default="global", choices=["global", "layer"])
-    ru.add_argument("--quantize", default="none",
-                    choices=["none", "dynamic", "static", "ort-fp32", "ort-int8", "qat", "fp16", "bf16"],
+    ru.add_argument("--quantize", default="none", choices=["none"] + list(MODES),
                     help="quantize after pruning; `after` is measured in the runtime that runs it")
     ru.add_argument("--calib", type=int, default=128, help="calibration images (kept apart from evaluation)")
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
@@ -315,11 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--history", default=None, help="history file (default: COMPRESSION_LAB_HISTORY or "
                                                     "~/.cache/compression-lab/history.sqlite)")
     ru.add_argument("--no-history", action="store_true", help="do not record this run")
+    ru.add_argument("--from-run", type=int, default=None, metavar="ID",
+                    help="start from run ID's saved model: its steps are not redone; the flags add steps")
     ru.set_defaults(func=_cmd_run)
 
     hi = sub.add_parser("history", help="list (or delete) recorded runs")
     hi.add_argument("--history", default=None)
-    hi.add_argument("--status", default=None, choices=["running", "done", "failed"])
+    hi.add_argument("--status", default=None, choices=["running", "done", "failed", "interrupted"])
     hi.add_argument("--delete", type=int, default=None, metavar="ID")
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(func=_cmd_history)

@@ -16,7 +16,7 @@ import csv
 import hashlib
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -354,39 +354,81 @@ def eval_loader(images: ImageList, transform, limit: Optional[int] = None, seed:
                        workers=workers), sub
 
 
+SCORING_POOL = 1024        # at most this many images are set apart for calibration/scoring
+
+
+def scoring_pool_size(n_images: int) -> int:
+    """How many of ``n_images`` are set apart for calibration and data criteria: a quarter
+    of a small set, at most :data:`SCORING_POOL`. It depends on the set only, never on how
+    many calibration photos a page asks for, so the evaluation subset is the same on every
+    page for the same (data, limit, seed)."""
+    return min(SCORING_POOL, max(n_images // 4, 1))
+
+
 @dataclass
 class EvalSets:
-    """The images one compression job measures on, chosen once.
+    """The images one compression job measures on, chosen once per (data, limit, seed).
 
     ``evaluation``: the seeded subset accuracy is reported on (``n_eval`` images), held in
-    memory as batches so before/after/sensitivity all see exactly the same tensors.
-    ``scoring``: a few different images (never in ``evaluation``) for anything that looks
-    at data to decide: activation/Taylor channel scores, INT8 calibration.
+    memory as batches so every page and step sees exactly the same tensors.
+    ``scoring``: images from a disjoint pool (never in ``evaluation``) for anything that
+    looks at data to decide: activation/Taylor channel scores, INT8 calibration, BatchNorm
+    statistics. :meth:`scoring_batches` reads the first ``n`` of the pool on demand.
     """
     evaluation: list
     n_eval: int
-    scoring: list
-    n_scoring: int
     source: str
+    pool: Optional["ImageList"] = None          # the scoring pool, in its fixed seeded order
+    transform: Optional[Callable] = None
+    batch_size: int = 16
+    n_scoring_default: int = 64
+    _scoring: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def pool_size(self) -> int:
+        return 0 if self.pool is None else len(self.pool)
+
+    def scoring_batches(self, n: Optional[int] = None) -> list:
+        """The first ``n`` images of the scoring pool (capped at its size) as batches."""
+        n = min(self.n_scoring_default if n is None else n, self.pool_size)
+        if n not in self._scoring:
+            if n <= 0:
+                return []
+            ds = ImageListDataset(self.pool.subset(list(range(n))), self.transform)
+            self._scoring[n] = list(make_loader(ds, batch_size=self.batch_size))
+        return self._scoring[n]
+
+    @property
+    def scoring(self) -> list:
+        return self.scoring_batches()
+
+    @property
+    def n_scoring(self) -> int:
+        return min(self.n_scoring_default, self.pool_size)
 
 
 def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: str,
               limit: Optional[int] = 500, seed: int = 0, n_scoring: int = 64,
               batch_size: int = 64) -> EvalSets:
-    """Open a labelled set, check it fits the model, and split off scoring images."""
+    """Open a labelled set, check it fits the model, and set a scoring pool apart.
+
+    The pool (:func:`scoring_pool_size` images, seeded) never overlaps the evaluation
+    subset, and its size does not depend on ``n_scoring`` (only how many of it
+    ``sets.scoring`` reads by default), so the evaluation images depend on (path, limit,
+    seed) alone."""
     from compress.measure import check_labels_fit
     images = open_labelled(path)
     if not images.labelled:
         raise DataError(f"{path} has no labels: accuracy needs labelled images "
                         "(labels.csv or one sub-folder per class).")
     check_labels_fit(images.labels, num_classes, model_name)
-    n_scoring = min(n_scoring, max(len(images) // 4, 1))
-    scoring_idx, _ = calibration_eval_split(len(images), n_scoring, seed)
+    pool_n = scoring_pool_size(len(images))
+    perm = np.random.default_rng(seed).permutation(len(images)).tolist()
+    pool_idx = perm[:pool_n]                     # in seeded order: the first n are "the first n"
     ev_loader, ev = eval_loader(images, transform, limit=limit, seed=seed, batch_size=batch_size,
-                                exclude=scoring_idx)
-    sc_loader = make_loader(ImageListDataset(images.subset(scoring_idx), transform),
-                            batch_size=min(batch_size, 16))
-    return EvalSets(list(ev_loader), len(ev), list(sc_loader), len(scoring_idx), str(path))
+                                exclude=pool_idx)
+    return EvalSets(list(ev_loader), len(ev), str(path), pool=images.subset(pool_idx),
+                    transform=transform, batch_size=min(batch_size, 16), n_scoring_default=n_scoring)
 
 
 def open_training(path: str | os.PathLike) -> ImageList:

@@ -196,32 +196,3 @@ def _tensorrt(module, path, example, batches, is_quant, runtime) -> Exported:
         batches)
     module.cpu()
     return out
-
-
-def model_card(result) -> str:
-    """A Markdown model card: what was done (the recipe), what was measured, and the files."""
-    from compress.measure import Profile, compare_profiles
-    r = result
-    lines = [f"# Model card: {r.recipe.name or r.recipe.describe()}", "",
-             f"- Base model: `{r.recipe.model.name}` ({r.weights})",
-             f"- Steps: {r.recipe.describe()}",
-             f"- Measured on: {r.device}" + (f"; accuracy on {r.data['n_eval']} images from "
-                                              f"`{r.data['source']}` (seed {r.data['seed']})" if r.data else ""),
-             "- Software: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()), "",
-             ]
-    if r.before and r.after:
-        lines += ["## Before and after (measured in the same run)", "",
-                  "| measure | before | after | change | how |", "|---|---|---|---|---|"]
-        for row in compare_profiles(Profile.from_json(r.before), Profile.from_json(r.after)):
-            lines.append(f"| {row['measure']} | {row['before']} | {row['after']} | {row['change']} | {row['how']} |")
-    if r.exports:
-        lines += ["", "## Files", "", "| format | file | bytes | runtime | max abs diff | same top-1 | note |",
-                  "|---|---|---|---|---|---|---|"]
-        for e in r.exports.values():
-            diff = "–" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.2e}"
-            agree = "–" if e["agreement_top1"] is None else f"{e['agreement_top1']:.1f}% of {e['n']}"
-            lines.append(f"| {e['format']} | `{Path(e['path']).name}` | {e['bytes']:,} | {e['runtime']} | "
-                         f"{diff} | {agree} | {e['note']} |")
-    lines += ["", "## Recipe", "", "```json", r.recipe.to_json(), "```", ""]
-    return "\n".join(lines)
-

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,13 +24,15 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,              -- running | done | failed
+    status TEXT NOT NULL,              -- running | done | failed (read back: interrupted)
     source TEXT NOT NULL DEFAULT '',   -- cli | app | test
     recipe_json TEXT NOT NULL,
     before_json TEXT, after_json TEXT, steps_json TEXT, artifacts_json TEXT,
     device TEXT, versions_json TEXT, error TEXT,
-    started REAL NOT NULL, ended REAL
+    started REAL NOT NULL, ended REAL,
+    pid INTEGER, host TEXT             -- the process that runs it (to tell a dead one)
 )"""
+COLUMNS_ADDED = (("pid", "INTEGER"), ("host", "TEXT"))    # absent from files of earlier versions
 
 
 class HistoryError(CompressError):
@@ -72,6 +76,10 @@ class History:
             with self._db() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(SCHEMA)
+                have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+                for col, kind in COLUMNS_ADDED:
+                    if col not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
         except (OSError, sqlite3.Error) as e:
             raise HistoryError(f"The run history cannot be written at {self.path} ({e}). Choose a "
                                "writable file with COMPRESSION_LAB_HISTORY or --history.") from None
@@ -99,9 +107,14 @@ class History:
     def start(self, recipe: dict, name: str = "", source: str = "", device: str = "",
               versions: Optional[dict] = None) -> int:
         """Record a run that has begun; returns its id."""
-        return self._write("INSERT INTO runs (name, status, source, recipe_json, device, versions_json, started) "
-                           "VALUES (?, 'running', ?, ?, ?, ?, ?)",
-                           (name, source, json.dumps(recipe), device, json.dumps(versions or {}), time.time()))
+        return self._write("INSERT INTO runs (name, status, source, recipe_json, device, versions_json, started, "
+                           "pid, host) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                           (name, source, json.dumps(recipe), device, json.dumps(versions or {}), time.time(),
+                            os.getpid(), socket.gethostname()))
+
+    def artifact_dir(self, run_id: int) -> Path:
+        """The folder where run ``run_id`` keeps its model file (next to the history file)."""
+        return self.path.parent / "artifacts" / f"run-{run_id}"
 
     def finish(self, run_id: int, before: dict, after: dict, steps: list, artifacts: dict) -> None:
         self._write("UPDATE runs SET status='done', before_json=?, after_json=?, steps_json=?, artifacts_json=?, "
@@ -115,17 +128,20 @@ class History:
     def delete(self, run_id: int) -> bool:
         try:
             with self._db() as db:
-                return db.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount > 0
+                gone = db.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount > 0
         except sqlite3.Error as e:
             raise HistoryError(f"The run history at {self.path} cannot be written ({e}).") from None
+        if gone:
+            shutil.rmtree(self.artifact_dir(run_id), ignore_errors=True)
+        return gone
 
     def runs(self, status: Optional[str] = None) -> list[Run]:
         """Every run, newest first (or only those with ``status``)."""
-        sql = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id DESC"
         with self._db() as db:
             db.row_factory = sqlite3.Row
-            rows = db.execute(sql, (status,) if status else ()).fetchall()
-        return [_run(r) for r in rows]
+            rows = db.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+        runs = [_run(r) for r in rows]
+        return [r for r in runs if r.status == status] if status else runs
 
     def get(self, run_id: int) -> Optional[Run]:
         with self._db() as db:
@@ -134,9 +150,29 @@ class History:
         return _run(row) if row else None
 
 
+def _alive(pid: Optional[int], host: Optional[str]) -> bool:
+    """Whether the process that started a run may still be running it. A run started on
+    another host (a shared history file) is given the benefit of the doubt; a row from a
+    version that did not record its process is taken as interrupted."""
+    if pid is None:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _run(r: sqlite3.Row) -> Run:
     load = lambda s: None if s is None else json.loads(s)   # noqa: E731
-    return Run(r["id"], r["name"], r["status"], r["source"], json.loads(r["recipe_json"]),
+    status = r["status"]
+    if status == "running" and not _alive(r["pid"], r["host"]):
+        status = "interrupted"           # its process is gone: it will never finish
+    return Run(r["id"], r["name"], status, r["source"], json.loads(r["recipe_json"]),
                load(r["before_json"]), load(r["after_json"]), load(r["steps_json"]),
                load(r["artifacts_json"]), r["device"], load(r["versions_json"]), r["error"],
                r["started"], r["ended"])

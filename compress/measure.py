@@ -104,7 +104,10 @@ class Profile:
 # ------------------------------------------------------------------ static counts
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(all parameters, nonzero parameters)."""
+    """(all parameters, nonzero parameters). An ONNX Runtime model counts its float weight
+    initializers (an INT8 file holds integer weights: counted too, scales and zero points not)."""
+    if getattr(model, "onnx_bytes", None) is not None:
+        return _onnx_params(model.onnx_bytes)
     total = nonzero = 0
     for p in model.parameters():
         total += p.numel()
@@ -112,7 +115,25 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
+def _onnx_params(data: bytes) -> tuple[int, int]:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    total = nonzero = 0
+    for init in onnx.load_from_string(data).graph.initializer:
+        if len(init.dims) < 2:            # biases, scales, zero points: not weights
+            continue
+        a = numpy_helper.to_array(init)
+        total += a.size
+        nonzero += int(np.count_nonzero(a))
+    return total, nonzero
+
+
 def serialized_bytes(model: nn.Module) -> bytes:
+    """The model's file: TorchScript, the ONNX file of an ONNX Runtime model, else the
+    state_dict as torch.save writes it."""
+    if getattr(model, "onnx_bytes", None) is not None:
+        return model.onnx_bytes
     buf = io.BytesIO()
     if isinstance(model, torch.jit.ScriptModule):
         torch.jit.save(model, buf)
@@ -128,8 +149,9 @@ def serialized_size(model: nn.Module) -> tuple[int, int]:
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> Optional[int]:
-    """Multiply-accumulates for one image, counted by ultralytics-thop (None for TorchScript)."""
-    if isinstance(model, torch.jit.ScriptModule):
+    """Multiply-accumulates for one image, counted by ultralytics-thop (None for TorchScript
+    and ONNX Runtime models, which thop cannot walk)."""
+    if isinstance(model, torch.jit.ScriptModule) or getattr(model, "onnx_bytes", None) is not None:
         return None
     import thop
     m = copy.deepcopy(model).cpu().eval()
@@ -318,7 +340,8 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
     macs = count_macs(model, input_size)
     lat = measure_latency(model, input_size, device, batch=batch, warmup=warmup, runs=runs,
                           threads=threads, on_progress=on_progress, cancel=cancel)
-    mem = measure_peak_memory(model, input_size, device, batch=batch)
+    ort = getattr(model, "onnx_bytes", None) is not None     # ONNX Runtime's memory is its own
+    mem = None if ort else measure_peak_memory(model, input_size, device, batch=batch)
     acc = None
     if eval_batches is not None:
         acc = evaluate(model, eval_batches, device, total=eval_total, on_progress=on_progress,
@@ -326,84 +349,8 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
     emit(on_progress, "done", 1.0, "profile complete")
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=size,
                    size_gzip_bytes=size_gz, macs=macs, input_size=tuple(input_size),
-                   latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights)
-
-
-def _cells(p: Profile) -> dict[str, str]:
-    """One profile's figures as table cells, keyed by the measure's name."""
-    cells = {"Parameters": f"{p.params / 1e6:.3f} M",
-             "Nonzero parameters": f"{p.nonzero_params / 1e6:.3f} M",
-             "Size (torch.save)": f"{p.size_bytes / 1e6:.2f} MB",
-             "Size (gzip)": f"{p.size_gzip_bytes / 1e6:.2f} MB"}
-    if p.macs is not None:
-        cells["MACs / image"] = f"{p.macs / 1e9:.4f} G"
-    if p.latency_ms:
-        cells["Latency, median"] = f"{p.latency_ms.median:.2f} ms"
-        cells["Latency, p90"] = f"{p.latency_ms.p90:.2f} ms"
-    if p.accuracy:
-        a = p.accuracy
-        cells["Top-1 accuracy"] = f"{a.top1:.2f}% ({a.ci95[0]:.1f}–{a.ci95[1]:.1f})"
-    return cells
-
-
-def _how(p: Profile) -> dict[str, str]:
-    """How each measure was taken (the same for every profile of one run)."""
-    how = {"Parameters": "all parameter tensors", "Nonzero parameters": "parameters that are not exactly 0",
-           "Size (torch.save)": "real serialized bytes of the state_dict",
-           "Size (gzip)": "the same bytes, gzip level 6",
-           "MACs / image": f"thop at {p.input_size[1]}×{p.input_size[2]}",
-           "Latency, p90": "90th percentile of the same runs"}
-    if p.latency_ms:
-        la = p.latency_ms
-        how["Latency, median"] = (f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, "
-                                  f"{la.device}, {la.threads} threads")
-    if p.accuracy:
-        how["Top-1 accuracy"] = f"n = {p.accuracy.n} images, 95% Wilson interval in brackets"
-    return how
-
-
-def _values(p: Profile) -> dict[str, Optional[float]]:
-    return {"Parameters": p.params, "Nonzero parameters": p.nonzero_params, "Size (torch.save)": p.size_bytes,
-            "Size (gzip)": p.size_gzip_bytes, "MACs / image": p.macs,
-            "Latency, median": p.latency_ms.median if p.latency_ms else None,
-            "Latency, p90": p.latency_ms.p90 if p.latency_ms else None,
-            "Top-1 accuracy": p.accuracy.top1 if p.accuracy else None}
-
-
-def compare_profiles(before: Profile, after: Profile) -> list[dict]:
-    """Rows of a before/after table, each with the change and how it was measured.
-
-    "change" is after/before for sizes, MACs and latency (×0.25 = four times smaller) and
-    a difference in points for accuracy. Both profiles must come from the same run.
-    """
-    cb, ca, vb, va, how = _cells(before), _cells(after), _values(before), _values(after), _how(after)
-    if before.runtime != after.runtime and "Latency, median" in how:
-        how["Latency, median"] += f"; {before.runtime} → {after.runtime}"
-    rows = []
-    for m in cb:
-        if m not in ca:
-            continue
-        if m == "Top-1 accuracy":
-            change = f"{va[m] - vb[m]:+.2f} pts"
-        else:
-            change = f"×{va[m] / vb[m]:.2f}" if vb[m] and va[m] is not None else "–"
-        rows.append(dict(measure=m, before=cb[m], after=ca[m], change=change, how=how.get(m, "")))
-    if after.agreement_top1 is not None:
-        aa = after.accuracy
-        rows.append(dict(measure="Same top-1 as the float model", before="100%",
-                         after=f"{after.agreement_top1:.2f}%", change="–",
-                         how=f"share of the {aa.n if aa else ''} images whose top class is unchanged"))
-    return rows
-
-
-def profiles_table(columns: dict[str, Profile]) -> list[dict]:
-    """Rows of a table with one column per profile (e.g. original / pruned / recovered),
-    all measured in the same run, and how each measure was taken."""
-    cells = {name: _cells(p) for name, p in columns.items()}
-    first = next(iter(columns.values()))
-    how = _how(first)
-    return [{"measure": m, **{name: c.get(m, "–") for name, c in cells.items()}, "how": how.get(m, "")}
-            for m in cells[next(iter(cells))]]
+                   latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights,
+                   **({"runtime": "ONNX Runtime"} if ort else {}))
 
 
 def top1_agreement(reference: nn.Module, predictions: list, batches: Iterable) -> float:

@@ -1,21 +1,96 @@
-"""``run(recipe)``: load, measure, prune → recover → zero weights → quantize → export,
-measure again; one Result, recorded in the history.
+"""The one pipeline: load, measure, prune → recover → zero weights → quantize → export,
+measure again; a Result, recorded in the history with the model it produced.
 
-The CLI (``python -m compress run``, flags or a recipe file) and the pages call this one
-function, so a run from either is the same run and lands in the same history.
+Every run goes through here: the CLI (``python -m compress run``, flags or a recipe file),
+every page of the dashboard, the presets and background jobs. This module is the only
+writer of the history.
+
+Two entry points:
+
+- :func:`run` runs one recipe. ``start`` (a :class:`Point`: the recipe done so far, the
+  model it produced and its run id) skips the steps already done, so "start from run N's
+  model" re-does nothing; :func:`point_of_run` turns a history row back into a Point.
+- :func:`run_variants` measures several quantize variants of one recipe against one
+  baseline, in one run (the Quantize page's table); each variant is a run of its own.
+
+A history that cannot be written never costs the result: the run goes on, the Result
+carries a warning naming where the history was meant to go, and the model is returned.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
+from torch import nn
 
 from compress.errors import CompressError
 from compress.progress import Cancel, OnProgress, emit
-from compress.recipe import Recipe
+from compress.recipe import STEP_SECTIONS, Recipe
+
+# ------------------------------------------------------------------ where a session stands
+
+
+@dataclass
+class Point:
+    """A point along a recipe: the recipe done so far, the model it produced (an
+    ``nn.Module``, or a ``QuantizedModel`` once quantized) and the run that recorded it.
+    The dashboard keeps one as the session's truth; :func:`run` can start from one."""
+    recipe: Recipe
+    model: Any
+    run_id: Optional[int] = None
+    label: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.recipe.quantize is not None
+
+    @property
+    def steps(self) -> list[str]:
+        """The sections this point has done, in order."""
+        return [s for s in STEP_SECTIONS if getattr(self.recipe, s) is not None]
+
+    @property
+    def module(self) -> nn.Module:
+        """The runnable module (a QuantizedModel's inner model)."""
+        return self.model if isinstance(self.model, nn.Module) else self.model.model
+
+
+class PipelineError(CompressError):
+    """A run that cannot start from the point it was given."""
+
+
+def done_sections(start: Optional[Point], recipe: Recipe) -> tuple[str, ...]:
+    """The sections of ``recipe`` that ``start`` has already done. ``start``'s steps must be
+    a prefix of the recipe's (same model, same settings up to where it stopped)."""
+    if start is None or not start.steps:
+        return ()
+    if start.recipe.model != recipe.model:
+        raise PipelineError("The starting model belongs to another original model; start from "
+                            "the original instead.")
+    done = []
+    for s in STEP_SECTIONS:
+        mine, theirs = getattr(recipe, s), getattr(start.recipe, s)
+        if theirs is None:
+            continue
+        if mine != theirs or (s == "prune" and recipe.prune_steps != start.recipe.prune_steps):
+            raise PipelineError(f"The starting model has a {s} step that this recipe does not "
+                                "repeat; start from the original model (or an earlier run) instead.")
+        done.append(s)
+    last = STEP_SECTIONS.index(done[-1])
+    for s in STEP_SECTIONS[:last]:          # a step the start skipped cannot come before its last one
+        if getattr(start.recipe, s) is None and getattr(recipe, s) is not None:
+            raise PipelineError(f"This recipe has a {s} step before the starting model's "
+                                f"{done[-1]} step; start from the original model instead.")
+    if start.quantized and [s for s in STEP_SECTIONS if getattr(recipe, s) is not None] != done:
+        raise PipelineError("The starting model is quantized, and a quantized model is final: "
+                            "prune, distil or zero weights before quantizing.")
+    return tuple(done)
+
+
+# ------------------------------------------------------------------ results
 
 
 @dataclass
@@ -28,10 +103,14 @@ class Result:
     after: dict                        # Profile.to_json() of the final model, in its runtime
     steps: list[dict] = field(default_factory=list)   # {step, config, seconds, report}
     exports: dict[str, dict] = field(default_factory=dict)   # format -> Exported.to_json()
-    artifacts: dict[str, str] = field(default_factory=dict)  # format (and "model_card") -> file
+    export_errors: dict[str, str] = field(default_factory=dict)   # format -> why it could not be written
+    artifacts: dict[str, str] = field(default_factory=dict)  # "model", formats, "model_card" -> file
     versions: dict[str, str] = field(default_factory=dict)
     run_id: Optional[int] = None
     seconds: float = 0.0
+    start_run: Optional[int] = None    # the run whose model this one started from
+    start_profile: Optional[dict] = None   # that model, measured in this run
+    warnings: list[str] = field(default_factory=list)
     model: Any = None                  # the final model (nn.Module or QuantizedModel); not JSON
     float_model: Any = None            # the last float model (before quantization)
     reports: dict[str, Any] = field(default_factory=dict)   # step -> the engine's report object
@@ -40,150 +119,420 @@ class Result:
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "recipe": self.recipe.to_dict(), "model": self.recipe.model.name,
                 "weights": self.weights, "device": self.device, "data": self.data, "before": self.before,
-                "after": self.after, "steps": self.steps, "exports": self.exports,
-                "artifacts": self.artifacts, "versions": self.versions, "seconds": round(self.seconds, 2)}
+                "after": self.after, "start_run": self.start_run, "start_profile": self.start_profile,
+                "steps": self.steps, "exports": self.exports, "export_errors": self.export_errors,
+                "artifacts": self.artifacts,
+                "versions": self.versions, "warnings": self.warnings, "seconds": round(self.seconds, 2)}
+
+    @property
+    def point(self) -> Point:
+        """Where this run leaves a session: its recipe, model and run id."""
+        from compress.report import point_label
+        return Point(self.recipe, self.model, self.run_id, point_label(self.recipe))
+
+
+@dataclass
+class Variants:
+    """Several variants measured against one baseline in one run."""
+    before: dict                       # the original, measured once
+    reference: dict                    # the float model the variants start from (== before without steps)
+    results: list                      # a Result per variant, or {"config", "error"} for one that failed
+    data: Optional[dict] = None
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ the history, kept safe
+
+
+class _Record:
+    """Writes to the history for one pipeline call. A failure to write becomes a warning
+    (and the history is not used again in this call); the work goes on."""
+
+    def __init__(self, history, warnings: list[str]):
+        self.history, self.warnings = history, warnings
+
+    def _safe(self, what: str, fn, *args):
+        if self.history is None:
+            return None
+        try:
+            return fn(*args)
+        except CompressError as e:
+            self.warnings.append(f"The run was not {what} in the history: {e} The result is kept; to run "
+                                 "without a history use --no-history (CLI) or COMPRESSION_LAB_HISTORY.")
+            self.history = None
+            return None
+
+    def start(self, recipe: Recipe, source: str, device: str, versions: dict) -> Optional[int]:
+        return self._safe("recorded", self.history.start if self.history else None, recipe.to_dict(),
+                          recipe.name or recipe.describe(), source, device, versions)
+
+    def finish(self, result: Result) -> None:
+        if result.run_id is None or self.history is None:
+            return
+        self._save_model(result)
+        steps = result.steps + ([{"step": "start", "config": {"run": result.start_run}, "seconds": 0,
+                                  "report": {"profile": result.start_profile}}] if result.start_run else [])
+        self._safe("finished", self.history.finish, result.run_id, result.before, result.after, steps,
+                   result.artifacts)
+
+    def fail(self, run_id: Optional[int], e: BaseException) -> None:
+        if run_id is None or self.history is None:
+            return
+        msg = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
+        self._safe("marked failed", self.history.fail, run_id, msg or type(e).__name__)
+
+    def _save_model(self, result: Result) -> None:
+        try:
+            path = save_model(result.model, result.loaded, self.history.artifact_dir(result.run_id),
+                              meta={"run_id": result.run_id, "recipe": result.recipe.to_dict()})
+            result.artifacts["model"] = str(path)
+        except (OSError, CompressError) as e:
+            result.warnings.append(f"The model of run {result.run_id} could not be saved next to the "
+                                   f"history ({e}); the result is kept in this session.")
+
+
+def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path:
+    """Write a run's model so it loads back with ``load_checkpoint`` (weights_only=True):
+    the project checkpoint for float models, the ONNX file for ONNX Runtime models,
+    TorchScript for PyTorch INT8/half models."""
+    import json
+    from compress.zoo import ONNX_ZOO_KEY, LoadedModel, save_artifact
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+        return save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained),
+                             folder / "model.pt", meta=meta)
+    onnx_bytes = getattr(model, "onnx", None)
+    if onnx_bytes is not None:
+        import onnx
+        proto = onnx.load_from_string(onnx_bytes)
+        for k, v in ((ONNX_ZOO_KEY, loaded.spec.name), ("compression_lab.meta", json.dumps(meta or {}))):
+            p = proto.metadata_props.add()
+            p.key, p.value = k, v
+        path = folder / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        return path
+    module = model if isinstance(model, nn.Module) else model.model
+    path = folder / "model.ts.pt"
+    if isinstance(module, torch.jit.ScriptModule):
+        torch.jit.save(module, str(path))
+        return path
+    from compress.export import export           # traces, saves and checks it loads back
+    export(model, "torchscript", path, loaded.spec.input_size, [(torch.zeros(2, *loaded.spec.input_size), None)],
+           loaded=loaded)
+    return path
+
+
+def point_of_run(run, history=None) -> Point:
+    """The session Point a history row stands for: its recipe, its saved model (loaded
+    back with weights_only=True), its id. A message when the row has no usable model."""
+    from compress.zoo import load_checkpoint
+    recipe = Recipe.from_dict(run.recipe, check=False)
+    path = (run.artifacts or {}).get("model")
+    if run.status != "done" or not path:
+        raise PipelineError(f"Run {run.id} has no saved model (status {run.status}); only finished "
+                            "runs recorded by this version keep theirs.")
+    if not Path(path).is_file():
+        raise PipelineError(f"Run {run.id}'s model file {path} is gone.")
+    lm = load_checkpoint(path, like=recipe.model.name or None)
+    model: Any = lm.model
+    q = recipe.quantize
+    if q is not None:
+        from compress.quantize import QuantizedModel, _gzip_len
+        data = Path(path).read_bytes()
+        after = run.after or {}
+        model = QuantizedModel(lm.model, q.mode, after.get("runtime") or q.mode, len(data), _gzip_len(data),
+                               torch.device("cpu"), notes=[f"loaded from run {run.id}"],
+                               onnx=data if path.endswith(".onnx") else None)
+    from compress.report import point_label
+    return Point(recipe, model, run.id, point_label(recipe))
+
+
+# ------------------------------------------------------------------ one run's shared parts
 
 
 def load(recipe: Recipe):
     """The recipe's original model (LoadedModel)."""
+    return load_ref(recipe.model)
+
+
+def load_ref(m):
+    """The one model loader: a ModelRef's model (zoo entry, or checkpoint file) as a LoadedModel."""
     from compress.zoo import load_checkpoint, load_model
-    m = recipe.model
     if m.checkpoint:
         return load_checkpoint(m.checkpoint, arch=m.arch, num_classes=m.num_classes, like=m.name or None,
                                trust_pickle=m.trust_pickle)
     return load_model(m.name, weights=m.weights)
 
 
-def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None,
-        history=None, source: str = "", loaded=None, sets=None) -> Result:
-    """Run ``recipe`` and return its Result. With ``history`` (a History), the run is
-    recorded as running, then done with its figures, or failed with its error.
-    ``loaded``/``sets`` let a caller that already holds the model and images pass them."""
-    from compress.distill import software_versions
-    from compress.device import resolve_device
-    from compress.recipe import validate
-    validate(recipe)
-    versions = software_versions()
-    run_id = None
-    if history is not None:
-        run_id = history.start(recipe.to_dict(), name=recipe.name or recipe.describe(), source=source,
-                               device=recipe.measure.device, versions=versions)
-    try:
-        device = resolve_device(recipe.measure.device)
-        result = _run(recipe, device, on_progress, cancel, loaded, sets, versions)
-    except BaseException as e:
-        if history is not None and run_id is not None:
-            msg = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
-            history.fail(run_id, msg or type(e).__name__)
-        raise
-    result.run_id = run_id
-    if history is not None:
-        history.finish(run_id, result.before, result.after, result.steps, result.artifacts)
-    return result
-
-
-def _run(recipe: Recipe, device: torch.device, on_progress, cancel, loaded, sets, versions) -> Result:
+def open_sets(recipe: Recipe, spec):
+    """The evaluation images and the disjoint scoring pool for ``recipe.data``, or None."""
     from compress import data as D
-    from compress import prune as P
-    from compress.measure import profile_model
-    t_all = time.perf_counter()
-    loaded = loaded or load(recipe)
-    spec = loaded.spec
-    d, ms = recipe.data, recipe.measure
+    d = recipe.data
+    if not d.path:
+        return None
+    return D.eval_sets(d.path, spec.preprocess.transform(), spec.num_classes, spec.name, limit=d.limit,
+                       seed=d.seed)
 
-    # Cheap checks first: a bad setting fails before any slow measurement.
+
+@dataclass
+class _Context:
+    recipe: Recipe
+    loaded: Any
+    device: torch.device
+    sets: Any
+    on_progress: Optional[OnProgress]
+    cancel: Optional[Cancel]
+    versions: dict
+
+    @property
+    def spec(self):
+        return self.loaded.spec
+
+    def stage(self, name: str):
+        p = self.on_progress
+        return None if p is None else (lambda ev: p(type(ev)(f"{name}: {ev.stage}", ev.fraction, ev.message,
+                                                             ev.metrics)))
+
+    def profile(self, model, name: str) -> dict:
+        from compress.measure import profile_model
+        ms, sets = self.recipe.measure, self.sets
+        if not isinstance(model, nn.Module):          # a QuantizedModel: measured in its runtime
+            return self.profile_quantized(model, None, name)
+        return profile_model(model, self.spec.name, self.spec.input_size, self.device, batch=ms.batch,
+                             runs=ms.runs, warmup=ms.warmup, threads=ms.threads,
+                             eval_batches=sets.evaluation if sets else None,
+                             eval_total=sets.n_eval if sets else None, weights=self.loaded.weights_note,
+                             on_progress=self.stage(name), cancel=self.cancel).to_json()
+
+    def profile_quantized(self, q, reference, name: str) -> dict:
+        from compress.quantize import profile_quantized
+        ms, sets = self.recipe.measure, self.sets
+        return profile_quantized(q, reference if reference is not None else self.loaded.model, self.spec.name,
+                                 self.spec.input_size, batch=ms.batch, runs=ms.runs, warmup=ms.warmup,
+                                 threads=ms.threads, eval_batches=sets.evaluation if sets else None,
+                                 weights=self.loaded.weights_note, on_progress=self.stage(name)).to_json()
+
+    def data_json(self) -> Optional[dict]:
+        s = self.sets
+        return None if s is None else {"source": s.source, "n_eval": s.n_eval, "scoring_pool": s.pool_size,
+                                       "seed": self.recipe.data.seed}
+
+
+def _context(recipe: Recipe, loaded, sets, on_progress, cancel) -> _Context:
+    from compress.device import resolve_device
+    from compress.train import software_versions
+    device = resolve_device(recipe.measure.device)
+    loaded = loaded or load(recipe)
+    return _Context(recipe, loaded, device, sets, on_progress, cancel, software_versions())
+
+
+def _check(ctx: _Context, recipe: Recipe, model) -> Any:
+    """Cheap checks first, so a bad setting fails before any slow measurement; returns the
+    teacher model (or None)."""
+    from compress import prune as P
     if recipe.prune is not None:
-        P.validate(loaded.model, recipe.prune)
+        P.validate(model, recipe.prune)
     teacher = None
     if recipe.recover is not None and recipe.recover.method == "distill" and recipe.recover.teacher != "original":
         from compress.distill import load_teacher
-        teacher = load_teacher(recipe.recover.teacher, spec)
+        teacher = load_teacher(recipe.recover.teacher, ctx.spec)
     if recipe.quantize is not None:
         from compress.quantize import validate as validate_quant
-        validate_quant(loaded.model, recipe.quantize, device)
-    if sets is None and d.path:
-        q = recipe.quantize
-        sets = D.eval_sets(d.path, spec.preprocess.transform(), spec.num_classes, spec.name,
-                           limit=d.limit, seed=d.seed,
-                           n_scoring=max(64, q.calibration if q is not None else 0))
+        validate_quant(model, recipe.quantize, ctx.device)
+    return teacher
 
-    def stage(name):
-        return None if on_progress is None else (
-            lambda ev: on_progress(type(ev)(f"{name}: {ev.stage}", ev.fraction, ev.message, ev.metrics)))
 
-    def profile(model, name):
-        return profile_model(model, spec.name, spec.input_size, device, batch=ms.batch, runs=ms.runs,
-                             warmup=ms.warmup, threads=ms.threads,
-                             eval_batches=sets.evaluation if sets else None,
-                             eval_total=sets.n_eval if sets else None, weights=loaded.weights_note,
-                             on_progress=stage(name), cancel=cancel).to_json()
-
-    emit(on_progress, "measure", 0.0, "measuring the original")
-    before = profile(loaded.model, "original")
-    model, steps, raw = loaded.model, [], {}
+def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, steps: list, raw: dict):
+    """Run the float sections of ``recipe`` not in ``done`` on ``model``; returns the model."""
+    from compress import data as D
+    from compress import prune as P
+    d, sets = recipe.data, ctx.sets
 
     def step(name: str, config, t0: float, report, obj=None) -> None:
         raw[name] = obj if obj is not None else report
         steps.append({"step": name, "config": asdict(config) if config is not None else None,
                       "seconds": round(time.perf_counter() - t0, 3), "report": report})
 
-    if recipe.prune is not None:
+    if recipe.prune is not None and "prune" not in done:
         t0 = time.perf_counter()
-        model, reports = P.prune_iterative(model, recipe.prune, spec.input_size, steps=recipe.prune_steps,
-                                           batches=sets.scoring if sets else None,
-                                           on_progress=stage("prune"), cancel=cancel)
+        model, reports = P.prune_iterative(model, recipe.prune, ctx.spec.input_size, steps=recipe.prune_steps,
+                                           batches=sets.scoring_batches(64) if sets else None,
+                                           on_progress=ctx.stage("prune"), cancel=ctx.cancel)
         step("prune_structured", recipe.prune, t0, [r.summary() for r in reports], reports)
-    if recipe.recover is not None:
+    if recipe.recover is not None and "recover" not in done:
         from compress.distill import recover
         t0 = time.perf_counter()
-        train = D.train_loader(d.train_path, spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
+        train = D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
                                batch_size=recipe.recover.batch_size)
-        model, res = recover(model, loaded.model, recipe.recover, train, device, teacher=teacher,
-                             on_progress=stage("recover"), cancel=cancel)
+        model, res = recover(model, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
+                             val_batches=sets.evaluation if sets else None,
+                             on_progress=ctx.stage("recover"), cancel=ctx.cancel)
         step(recipe.recover.method, recipe.recover, t0,
-             {"history": [asdict(h) for h in res.history], "train_images": len(train.dataset)})
-    if recipe.unstructured is not None:
+             {"history": [asdict(h) for h in res.history], "train_images": len(train.dataset)}, res)
+    if recipe.unstructured is not None and "unstructured" not in done:
         t0 = time.perf_counter()
         model, sp = P.prune_unstructured(model, recipe.unstructured)
-        raw["prune_unstructured"] = sp
         step("prune_unstructured", recipe.unstructured, t0,
              {"global_sparsity": sp.global_sparsity,
               "layers": [{"layer": n, "zeros": z, "total": t} for n, z, t in sp.layers],
               "note": "weights zeroed in place: dense bytes and dense latency do not change; "
-                      "compare size_gzip_bytes"})
-    float_model = model
-    if recipe.quantize is not None:
-        from compress.quantize import profile_quantized, quantize
-        qc = recipe.quantize
-        t0 = time.perf_counter()
-        train = (D.train_loader(d.train_path, spec.preprocess.transform(), limit=d.train_limit, seed=d.seed)
-                 if qc.mode == "qat" else None)
-        q = quantize(model, qc, spec.input_size, sets.scoring if sets else None, device,
-                     on_progress=stage("quantize"), train_batches=train, cancel=cancel)
-        step("quantize", qc, t0, {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes})
-        emit(on_progress, "measure", 0.9, "measuring the quantized model")
-        after = profile_quantized(q, model, spec.name, spec.input_size, batch=ms.batch, runs=ms.runs,
-                                  warmup=ms.warmup, threads=ms.threads,
-                                  eval_batches=sets.evaluation if sets else None,
-                                  weights=loaded.weights_note, on_progress=stage("compressed")).to_json()
-        model = q
-    else:
-        after = profile(model, "compressed")
+                      "compare size_gzip_bytes"}, sp)
+    return model
 
-    result = Result(recipe=recipe, weights=loaded.weights_note, device=str(device),
-                    data=None if sets is None else {"source": sets.source, "n_eval": sets.n_eval,
-                                                    "n_scoring": sets.n_scoring, "seed": d.seed},
+
+def _quantize(ctx: _Context, recipe: Recipe, model, steps: list, raw: dict, device=None):
+    from compress import data as D
+    from compress.quantize import quantize
+    qc, d, sets = recipe.quantize, recipe.data, ctx.sets
+    t0 = time.perf_counter()
+    train = (D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed)
+             if qc.mode == "qat" else None)
+    q = quantize(model, qc, ctx.spec.input_size, sets.scoring_batches(qc.calibration) if sets else None,
+                 device or ctx.device, on_progress=ctx.stage(f"quantize {qc.mode}"), train_batches=train,
+                 cancel=ctx.cancel)
+    n_cal = min(qc.calibration, sets.pool_size) if sets and qc.mode in ("static", "ort-int8") else 0
+    raw["quantize"] = q
+    steps.append({"step": "quantize", "config": asdict(qc), "seconds": round(time.perf_counter() - t0, 3),
+                  "report": {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes,
+                             "calibration_images": n_cal}})
+    return q
+
+
+# ------------------------------------------------------------------ run one recipe
+
+
+def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None,
+        history=None, source: str = "", loaded=None, sets=None, start: Optional[Point] = None) -> Result:
+    """Run ``recipe`` and return its Result. With ``history`` (a History) the run is
+    recorded as running, then done with its figures and model file, or failed with its
+    error. ``loaded``/``sets`` let a caller that already holds the model and images pass
+    them; ``start`` skips the steps a Point has already done (its model is measured in
+    this run too, as ``start_profile``)."""
+    from compress.recipe import validate
+    validate(recipe)
+    done = done_sections(start, recipe)
+    warnings: list[str] = []
+    record = _Record(history, warnings)
+    ctx = _context(recipe, loaded, sets, on_progress, cancel)
+    run_id = record.start(recipe, source, str(ctx.device), ctx.versions)
+    try:
+        result = _run(ctx, recipe, start if done else None, done)
+    except BaseException as e:
+        record.fail(run_id, e)
+        raise
+    warnings.extend(result.warnings)                       # e.g. a format that could not be exported
+    result.run_id, result.warnings = run_id, warnings     # one list: finishing may add to it
+    record.finish(result)
+    return result
+
+
+def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> Result:
+    t_all = time.perf_counter()
+    model = start.model if start is not None else ctx.loaded.model
+    teacher = _check(ctx, recipe, start.module if start is not None else model)
+    if ctx.sets is None and recipe.data.path:
+        ctx.sets = open_sets(recipe, ctx.spec)
+
+    emit(ctx.on_progress, "measure", 0.0, "measuring the original")
+    before = ctx.profile(ctx.loaded.model, "original")
+    start_profile = None
+    if start is not None:
+        emit(ctx.on_progress, "measure", 0.0, "measuring the model this run starts from")
+        start_profile = ctx.profile(start.model, "start")
+    steps: list[dict] = []
+    raw: dict = {}
+    float_model = model
+    if "quantize" not in done:
+        float_model = model = _float_steps(ctx, recipe, model, done, teacher, steps, raw)
+        if recipe.quantize is not None:
+            model = _quantize(ctx, recipe, model, steps, raw)
+    emit(ctx.on_progress, "measure", 0.9, "measuring the compressed model")
+    if start is None and not steps:
+        after = before                   # nothing was done: the original is the result
+    elif isinstance(model, nn.Module):
+        after = ctx.profile(model, "compressed")
+    else:
+        after = ctx.profile_quantized(model, float_model if isinstance(float_model, nn.Module) else None,
+                                      "compressed")
+    result = Result(recipe=recipe, weights=ctx.loaded.weights_note, device=str(ctx.device), data=ctx.data_json(),
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
-                    versions=versions, reports=raw, loaded=loaded)
+                    versions=ctx.versions, reports=raw, loaded=ctx.loaded,
+                    start_run=start.run_id if start is not None else None, start_profile=start_profile)
     if recipe.export.formats:
-        _export(result, loaded, sets, spec, on_progress)
+        _export(result, ctx)
     result.seconds = time.perf_counter() - t_all
     return result
 
 
-def _export(result: Result, loaded, sets, spec, on_progress) -> None:
-    from compress.export import SUFFIX, export, model_card
+# ------------------------------------------------------------------ several variants, one baseline
+
+
+def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnProgress] = None,
+                 cancel: Optional[Cancel] = None, history=None, source: str = "", loaded=None, sets=None,
+                 start: Optional[Point] = None) -> Variants:
+    """Measure each quantize variant (a ``QuantConfig``) of ``recipe`` against one baseline:
+    the original and the float model they start from are measured once, every variant on
+    the same images in the same run. Each variant is recorded as a run of its own (its
+    ``before`` is that shared original); one that fails is reported and the rest go on."""
+    from compress.quantize import MODES
+    from compress.quantize import validate as validate_quant
+    from compress.recipe import validate
+    base = replace(recipe, quantize=None)
+    validate(base)
+    done = done_sections(start, base)
+    warnings: list[str] = []
+    record = _Record(history, warnings)
+    ctx = _context(base, loaded, sets, on_progress, cancel)
+    model = start.model if done else ctx.loaded.model
+    teacher = _check(ctx, base, model)
+    if ctx.sets is None and base.data.path:
+        ctx.sets = open_sets(base, ctx.spec)
+    emit(on_progress, "measure", 0.0, "measuring the original")
+    before = ctx.profile(ctx.loaded.model, "original")
+    steps: list[dict] = []
+    raw: dict = {}
+    float_model = _float_steps(ctx, base, model, done, teacher, steps, raw)
+    reference = before if float_model is ctx.loaded.model else ctx.profile(float_model, "float reference")
+    results: list = []
+    for i, qc in enumerate(variants):
+        vr = replace(recipe, quantize=qc, name=recipe.name or "")
+        emit(on_progress, "variant", i / max(len(variants), 1), f"{qc.mode}: quantizing and measuring")
+        run_id = None
+        try:
+            validate(vr)
+            # each variant runs where its runtime runs: CPU-only modes on the CPU beside a GPU
+            dev = ctx.device if qc.mode not in MODES or ctx.device.type in MODES[qc.mode].devices \
+                else torch.device("cpu")
+            validate_quant(float_model, qc, dev)
+            run_id = record.start(vr, source, str(dev), ctx.versions)
+            t0 = time.perf_counter()
+            vsteps, vraw = list(steps), dict(raw)
+            q = _quantize(ctx, vr, float_model, vsteps, vraw, device=dev)
+            after = ctx.profile_quantized(q, float_model, qc.mode)
+            res = Result(recipe=vr, weights=ctx.loaded.weights_note, device=str(dev), data=ctx.data_json(),
+                         before=before, after=after, steps=vsteps, model=q, float_model=float_model,
+                         versions=ctx.versions, reports=vraw, loaded=ctx.loaded,
+                         start_run=start.run_id if done else None,
+                         start_profile=reference if done else None, run_id=run_id,
+                         seconds=time.perf_counter() - t0, warnings=warnings)
+            record.finish(res)
+            results.append(res)
+        except CompressError as e:
+            record.fail(run_id, e)
+            results.append({"config": qc, "error": str(e)})
+    return Variants(before=before, reference=reference, results=results, data=ctx.data_json(),
+                    warnings=warnings)
+
+
+# ------------------------------------------------------------------ export
+
+
+def _export(result: Result, ctx: _Context) -> None:
     from compress.data import cache_dir
+    from compress.export import SUFFIX, export
+    from compress.report import model_card
+    spec, sets = ctx.spec, ctx.sets
     out = Path(result.recipe.export.out_dir) if result.recipe.export.out_dir else \
         cache_dir() / "exports" / time.strftime("%Y%m%d-%H%M%S")
     base = f"{spec.name}-compressed"
@@ -191,9 +540,14 @@ def _export(result: Result, loaded, sets, spec, on_progress) -> None:
     meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
     t0 = time.perf_counter()
     for i, fmt in enumerate(result.recipe.export.formats):
-        emit(on_progress, "export", i / len(result.recipe.export.formats), f"writing {fmt}")
-        e = export(result.model, fmt, out / f"{base}{SUFFIX[fmt]}", spec.input_size, batches,
-                   loaded=loaded, meta=meta)
+        emit(ctx.on_progress, "export", i / len(result.recipe.export.formats), f"writing {fmt}")
+        try:
+            e = export(result.model, fmt, out / f"{base}{SUFFIX[fmt]}", spec.input_size, batches,
+                       loaded=ctx.loaded, meta=meta)
+        except CompressError as err:       # one format that cannot take the model does not stop the rest
+            result.export_errors[fmt] = str(err)
+            result.warnings.append(f"{fmt}: {err}")
+            continue
         result.exports[fmt] = e.to_json()
         result.artifacts[fmt] = e.path
     card = out / f"{base}.md"

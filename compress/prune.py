@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch_pruning as tp
@@ -21,16 +21,32 @@ from torch import nn
 from compress.errors import CompressError
 from compress.progress import Cancel, Cancelled, OnProgress, emit
 
-CRITERIA = {
-    "l1": "L1 norm of each channel's weights (small weights matter less)",
-    "l2": "L2 norm of each channel's weights",
-    "bn_scale": "Size of the BatchNorm scale (gamma) of each channel",
-    "activation": "Mean absolute activation of each channel on real images",
-    "taylor": "Weight x gradient on a few real batches: estimated loss change if removed",
-    "fpgm": "Geometric median: channels most like the others are redundant",
-    "random": "Random choice: the control that every criterion should beat",
-}
-NEEDS_DATA = {"activation", "taylor"}
+@dataclass(frozen=True)
+class Criterion:
+    """One way to score a channel's importance: its registry entry."""
+    name: str
+    description: str
+    needs_data: bool                   # looks at real images (activation, gradients)
+    make: Callable[[], Any]            # a torch-pruning importance object
+
+
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (
+    Criterion("l1", "L1 norm of each channel's weights (small weights matter less)", False,
+              lambda: tp.importance.GroupMagnitudeImportance(p=1)),
+    Criterion("l2", "L2 norm of each channel's weights", False,
+              lambda: tp.importance.GroupMagnitudeImportance(p=2)),
+    Criterion("bn_scale", "Size of the BatchNorm scale (gamma) of each channel", False,
+              lambda: tp.importance.BNScaleImportance()),
+    Criterion("activation", "Mean absolute activation of each channel on real images", True,
+              lambda: tp.importance.ActivationImportance()),
+    Criterion("taylor", "Weight x gradient on a few real batches: estimated loss change if removed", True,
+              lambda: tp.importance.GroupTaylorImportance()),
+    Criterion("fpgm", "Geometric median: channels most like the others are redundant", False,
+              lambda: tp.importance.FPGMImportance()),
+    Criterion("random", "Random choice: the control that every criterion should beat", False,
+              lambda: tp.importance.RandomImportance()),
+)}
+NEEDS_DATA = {n for n, c in CRITERIA.items() if c.needs_data}
 
 
 class PruneError(CompressError):
@@ -39,7 +55,8 @@ class PruneError(CompressError):
 
 @dataclass(frozen=True)
 class StructuredConfig:
-    ratio: float = 0.5                          # fraction of channels removed per group (0..0.9)
+    ratio: Optional[float] = 0.5                # fraction of channels removed per group (0..0.9);
+                                                # None with a macs/params target (it is searched)
     criterion: str = "l1"
     scope: str = "uniform"                      # "uniform": same ratio per layer; "global": ranked across layers
     layer_ratios: tuple[tuple[str, float], ...] = ()   # per-layer overrides (layer name, ratio)
@@ -97,21 +114,9 @@ def prunable_layers(model: nn.Module) -> list[str]:
 
 
 def _importance(criterion: str):
-    if criterion == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1)
-    if criterion == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if criterion == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    if criterion == "activation":
-        return tp.importance.ActivationImportance()
-    if criterion == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    if criterion == "fpgm":
-        return tp.importance.FPGMImportance()
-    if criterion == "random":
-        return tp.importance.RandomImportance()
-    raise PruneError(f"Unknown criterion {criterion!r}. Choose one of: {', '.join(CRITERIA)}.")
+    if criterion not in CRITERIA:
+        raise PruneError(f"Unknown criterion {criterion!r}. Choose one of: {', '.join(CRITERIA)}.")
+    return CRITERIA[criterion].make()
 
 
 def validate(model: nn.Module, cfg: StructuredConfig) -> None:
@@ -122,7 +127,12 @@ def validate(model: nn.Module, cfg: StructuredConfig) -> None:
         raise PruneError(f"Unknown scope {cfg.scope!r}: use 'uniform' or 'global'.")
     if cfg.target not in ("ratio", "macs", "params"):
         raise PruneError(f"Unknown target {cfg.target!r}: use 'ratio', 'macs' or 'params'.")
-    if not 0.0 <= cfg.ratio <= 0.9:
+    if cfg.target == "ratio" and cfg.ratio is None:
+        raise PruneError("Give a channel ratio (0 to 0.9), or a MACs/params target to search one.")
+    if cfg.target != "ratio" and not 0.0 < cfg.target_reduction < 1.0:
+        raise PruneError(f"A {cfg.target} saving of {cfg.target_reduction:g} is out of range: use more "
+                         "than 0 and less than 1.")
+    if cfg.ratio is not None and not 0.0 <= cfg.ratio <= 0.9:
         raise PruneError(f"Pruning ratio {cfg.ratio} is out of range: use 0 to 0.9 "
                          "(1.0 would remove every channel).")
     names = dict(model.named_modules())

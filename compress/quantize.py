@@ -27,7 +27,7 @@ import io
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -36,21 +36,6 @@ from torch import nn
 from compress.errors import CompressError, DeviceError
 from compress.progress import OnProgress, emit
 
-MODES = {
-    "dynamic": "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
-               "image CNNs, whose work is in convolutions.",
-    "static": "Static INT8 (PyTorch): weights and activations in 8-bit, with ranges learned "
-              "from a few real photos. 4× smaller; several times faster for ResNet-style "
-              "networks, but not for every network (the measurement below tells).",
-    "ort-fp32": "ONNX Runtime FP32: the same float model in a faster inference engine. Not "
-                "a quantization: the fair float baseline for ONNX Runtime INT8.",
-    "ort-int8": "ONNX Runtime INT8: static 8-bit in ONNX Runtime, calibrated on the same "
-                "photos. Often the fastest CPU path.",
-    "qat": "Quantization-aware training: fine-tune with 8-bit rounding simulated, then convert "
-           "to static INT8. Recovers accuracy that plain static INT8 loses; needs training photos.",
-    "fp16": "Half precision (FP16): 2× smaller, faster on NVIDIA GPUs. Needs CUDA.",
-    "bf16": "Bfloat16: 2× smaller; fast on GPUs and on CPUs with native BF16 (AVX512-BF16/AMX).",
-}
 BACKENDS = ("x86", "qnnpack")
 OBSERVERS = {"minmax": "smallest and largest value seen", "histogram": "a range that ignores rare outliers"}
 
@@ -87,16 +72,7 @@ class QuantizedModel:
 
 def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] = None) -> None:
     """Raise for a request that cannot run (cheap; call it before slow work)."""
-    if cfg.mode not in MODES:
-        raise QuantizeError(f"Unknown quantization mode {cfg.mode!r}. Choose one of: {', '.join(MODES)}.")
-    if cfg.backend not in BACKENDS:
-        raise QuantizeError(f"Unknown backend {cfg.backend!r}: use 'x86' (server CPUs) or 'qnnpack' (ARM).")
-    if cfg.observer not in OBSERVERS:
-        raise QuantizeError(f"Unknown observer {cfg.observer!r}: use 'minmax' or 'histogram'.")
-    if cfg.keep_worst < 0:
-        raise QuantizeError("The number of layers to keep in float cannot be negative.")
-    if cfg.calibration < 1 and cfg.mode in ("static", "ort-int8"):
-        raise QuantizeError("Static quantization needs at least 1 calibration image (128 is a good start).")
+    validate_config(cfg)
     names = dict(model.named_modules())
     for n in cfg.keep_float:
         if n not in names:
@@ -105,13 +81,25 @@ def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] 
         raise QuantizeError("This is a TorchScript model; quantization needs the Python model "
                             "(load a state_dict or a project checkpoint).")
     device = device or torch.device("cpu")
-    if cfg.mode in ("static", "dynamic", "ort-fp32", "ort-int8", "qat") and device.type != "cpu":
-        raise DeviceError(f"{cfg.mode} runs on the CPU; choose fp16 or bf16 for the GPU.")
+    mode = MODES[cfg.mode]
+    if device.type not in mode.devices:
+        raise DeviceError(mode.device_note)
+
+
+def validate_config(cfg: QuantConfig) -> None:
+    """Checks of the settings alone (no model): for recipes and the CLI."""
+    if cfg.mode not in MODES:
+        raise QuantizeError(f"Unknown quantization mode {cfg.mode!r}. Choose one of: {', '.join(MODES)}.")
+    if cfg.backend not in BACKENDS:
+        raise QuantizeError(f"Unknown backend {cfg.backend!r}: use 'x86' (server CPUs) or 'qnnpack' (ARM).")
+    if cfg.observer not in OBSERVERS:
+        raise QuantizeError(f"Unknown observer {cfg.observer!r}: use 'minmax' or 'histogram'.")
+    if cfg.keep_worst < 0:
+        raise QuantizeError("The number of layers to keep in float cannot be negative.")
+    if cfg.calibration < 1 and MODES[cfg.mode].calibrates:
+        raise QuantizeError("Static quantization needs at least 1 calibration image (128 is a good start).")
     if cfg.mode == "qat" and cfg.qat_epochs < 1:
         raise QuantizeError("QAT needs at least 1 training epoch.")
-    if cfg.mode == "fp16" and device.type != "cuda":
-        raise DeviceError("FP16 runs fast only on a CUDA GPU, and there is none here "
-                          "(choose bf16, static INT8 or ort-int8 for a CPU).")
 
 
 def _gzip_len(data: bytes) -> int:
@@ -279,6 +267,7 @@ class OrtModel(nn.Module):
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        self.onnx_bytes = onnx_bytes
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -360,7 +349,7 @@ def _qat(model, cfg, input_size, train_batches, on_progress, cancel) -> Quantize
     """Fake-quant fine-tuning with the project's one training loop, then convert to INT8."""
     from torch.ao.quantization import QConfigMapping, get_default_qat_qconfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
-    from compress.distill import TrainConfig, fit
+    from compress.train import TrainConfig, fit
     if train_batches is None:
         raise QuantizeError("QAT fine-tunes on labelled training photos: give a training set.")
     torch.backends.quantized.engine = cfg.backend
@@ -404,7 +393,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
     device = device or torch.device("cpu")
     validate(model, cfg, device)
     calib = None
-    if cfg.mode in ("static", "ort-int8"):
+    if MODES[cfg.mode].calibrates:
         if calibration is None:
             raise QuantizeError(f"{cfg.mode} learns activation ranges from real images: choose a "
                                 "dataset (its calibration images are kept apart from evaluation).")
@@ -423,15 +412,48 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
 
 
 def _dispatch(model, cfg, input_size, calib, device, on_progress, train_batches, cancel) -> QuantizedModel:
-    if cfg.mode == "static":
-        return _static_torch(model, cfg, input_size, calib, on_progress)
-    if cfg.mode == "qat":
-        return _qat(model, cfg, input_size, train_batches, on_progress, cancel)
-    if cfg.mode == "dynamic":
-        return _dynamic_torch(model, cfg)
-    if cfg.mode in ("ort-fp32", "ort-int8"):
-        return _ort(model, cfg, input_size, calib, on_progress)
-    return _half(model, cfg, device)
+    return MODES[cfg.mode].handler(model, cfg, input_size, calib, device, on_progress, train_batches, cancel)
+
+
+@dataclass(frozen=True)
+class QuantMode:
+    """One quantize mode: its registry entry. Validation, the CLI's choices, recipes and
+    the Quantize page all read these."""
+    name: str
+    description: str
+    calibrates: bool                   # learns activation ranges from real photos
+    trains: bool                       # fine-tunes on labelled training photos
+    devices: tuple[str, ...]           # device types it runs on
+    device_note: str                   # what to say on another device
+    handler: Callable                  # (model, cfg, input_size, calib, device, on_progress, train, cancel)
+
+
+_CPU_ONLY = "runs on the CPU; choose fp16 or bf16 for the GPU."
+MODES: dict[str, QuantMode] = {m.name: m for m in (
+    QuantMode("dynamic", "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
+              "image CNNs, whose work is in convolutions.", False, False, ("cpu",), f"dynamic {_CPU_ONLY}",
+              lambda m, c, i, cal, d, p, t, x: _dynamic_torch(m, c)),
+    QuantMode("static", "Static INT8 (PyTorch): weights and activations in 8-bit, with ranges learned "
+              "from a few real photos. 4× smaller; several times faster for ResNet-style networks, but "
+              "not for every network (the measurement tells).", True, False, ("cpu",), f"static {_CPU_ONLY}",
+              lambda m, c, i, cal, d, p, t, x: _static_torch(m, c, i, cal, p)),
+    QuantMode("ort-fp32", "ONNX Runtime FP32: the same float model in a faster inference engine. Not a "
+              "quantization: the fair float baseline for ONNX Runtime INT8.", False, False, ("cpu",),
+              f"ort-fp32 {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p)),
+    QuantMode("ort-int8", "ONNX Runtime INT8: static 8-bit in ONNX Runtime, calibrated on the same "
+              "photos. Often the fastest CPU path.", True, False, ("cpu",), f"ort-int8 {_CPU_ONLY}",
+              lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p)),
+    QuantMode("qat", "Quantization-aware training: fine-tune with 8-bit rounding simulated, then convert "
+              "to static INT8. Recovers accuracy that plain static INT8 loses; needs training photos.",
+              False, True, ("cpu",), f"qat {_CPU_ONLY}",
+              lambda m, c, i, cal, d, p, t, x: _qat(m, c, i, t, p, x)),
+    QuantMode("fp16", "Half precision (FP16): 2× smaller, faster on NVIDIA GPUs. Needs CUDA.", False, False,
+              ("cuda",), "FP16 runs fast only on a CUDA GPU, and there is none here (choose bf16, static "
+              "INT8 or ort-int8 for a CPU).", lambda m, c, i, cal, d, p, t, x: _half(m, c, d)),
+    QuantMode("bf16", "Bfloat16: 2× smaller; fast on GPUs and on CPUs with native BF16 (AVX512-BF16/AMX).",
+              False, False, ("cpu", "cuda"), "bf16 runs on the CPU or a CUDA GPU.",
+              lambda m, c, i, cal, d, p, t, x: _half(m, c, d)),
+)}
 
 
 def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_size,

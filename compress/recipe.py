@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +20,7 @@ from compress.prune import StructuredConfig, UnstructuredConfig
 from compress.quantize import QuantConfig
 
 EXPORT_FORMATS = ("checkpoint", "torchscript", "onnx", "executorch", "tensorrt")
+STEP_SECTIONS = ("prune", "recover", "unstructured", "quantize")     # the order steps run in
 
 
 class RecipeError(CompressError):
@@ -107,6 +108,14 @@ class Recipe:
             raise RecipeError(f"Recipe file {p} does not exist.")
         return cls.from_json(p.read_text())
 
+    def with_step(self, section: str, config) -> "Recipe":
+        """This recipe with ``section`` set to ``config`` and every later step dropped (they
+        were made from what this step changes, so they would have to be redone)."""
+        if section not in STEP_SECTIONS:
+            raise RecipeError(f"{section}: not a step (steps: {', '.join(STEP_SECTIONS)}).")
+        later = STEP_SECTIONS[STEP_SECTIONS.index(section) + 1:]
+        return replace(self, **{section: config}, **{s: None for s in later})
+
     def describe(self) -> str:
         """One line a person can read: what the recipe does, in order."""
         parts = []
@@ -114,6 +123,8 @@ class Recipe:
             c = self.prune
             parts.append(f"prune {c.target_reduction:.0%} {c.target}" if c.target != "ratio"
                          else f"prune ratio {c.ratio:g} ({c.criterion})")
+            if self.prune_steps > 1:
+                parts[-1] += f" in {self.prune_steps} steps"
         if self.recover:
             parts.append(f"{self.recover.method} {self.recover.epochs} ep")
         if self.unstructured:
@@ -149,10 +160,19 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"unstructured: {e}") from None
     q = recipe.quantize
     if q is not None:
-        if q.mode in ("static", "ort-int8") and not recipe.data.path:
+        from compress.quantize import MODES, validate_config
+        try:
+            validate_config(q)
+        except CompressError as e:
+            raise RecipeError(f"quantize: {e}") from None
+        if MODES[q.mode].calibrates and not recipe.data.path:
             raise RecipeError(f"data.path: quantize.mode {q.mode} calibrates on real images; give them.")
-        if q.mode == "qat" and not recipe.data.train_path:
-            raise RecipeError("data.train_path: QAT fine-tunes on labelled photos; give them.")
+        if MODES[q.mode].trains and not recipe.data.train_path:
+            raise RecipeError(f"data.train_path: quantize.mode {q.mode} fine-tunes on labelled photos; give them.")
+    if recipe.prune is not None:
+        from compress.prune import CRITERIA
+        if recipe.prune.criterion not in CRITERIA:
+            raise RecipeError(f"prune.criterion: unknown {recipe.prune.criterion!r}; use {', '.join(CRITERIA)}.")
 
 
 # ------------------------------------------------------------------ typed JSON reading

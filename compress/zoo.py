@@ -347,6 +347,8 @@ def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"Checkpoint {p} does not exist.")
+    if p.suffix.lower() == ".onnx":
+        return _load_onnx(p, like, num_classes)
     if _is_torchscript(p):
         try:
             model = torch.jit.load(str(p), map_location="cpu")
@@ -447,6 +449,31 @@ def _load_artifact(blob: dict, p: Path) -> LoadedModel:
     load_state_into(model, blob["state_dict"], arch, n, source=str(p))
     entry = blob.get("zoo_entry")
     spec = ZOO[entry] if entry in ZOO and ZOO[entry].num_classes == n else _spec_for(None, arch, n)
+    return LoadedModel(model.eval(), spec, str(p))
+
+
+ONNX_ZOO_KEY = "compression_lab.zoo_entry"     # ONNX metadata: the zoo entry a model belongs to
+
+
+def _load_onnx(p: Path, like: Optional[str], num_classes: Optional[int]) -> LoadedModel:
+    """An ONNX file (e.g. a run's ONNX Runtime INT8 model), run in ONNX Runtime. Its zoo
+    entry comes from ``like``, else from the file's metadata, else from its class count."""
+    import onnx
+    from compress.quantize import OrtModel
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+        dims = proto.graph.output[0].type.tensor_type.shape.dim
+        n = dims[-1].dim_value if dims and dims[-1].dim_value > 0 else None
+        meta = {m.key: m.value for m in proto.metadata_props}
+        model = OrtModel(p.read_bytes())
+    except Exception as e:  # noqa: BLE001 - any decoder failure is "not readable"
+        raise CheckpointError(f"{p.name} is not a readable ONNX model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''}).") from None
+    like = like or (meta.get(ONNX_ZOO_KEY) if meta.get(ONNX_ZOO_KEY) in ZOO else None)
+    if like and ZOO[like].num_classes == (num_classes or n or ZOO[like].num_classes):
+        spec = ZOO[like]
+    else:
+        spec = _spec_for(like, None, num_classes or n)
     return LoadedModel(model.eval(), spec, str(p))
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 from compress import charts
 from compress.errors import CompressError
 from compress.images import MAX_PIXELS, classify, read_image
-from views.common import current_compressed, current_device, require_model
+from views.common import current, current_device, require_model
 
 loaded = require_model()
 spec = loaded.spec
@@ -30,12 +30,12 @@ if photo is not None:
         st.error(str(e))
         st.stop()
     if device is not None:
-        comp = current_compressed()
+        comp = current()
         models = [("Original", loaded.model, device)]
         if comp is not None:
             # a quantized model runs where its runtime runs (CPU for INT8 and ONNX Runtime)
-            models.append((f"Compressed: {comp['label']}", comp["model"],
-                           getattr(comp["exportable"], "device", device) if comp["quantized"] else device))
+            models.append((f"Compressed: {comp.label}", comp.module,
+                           getattr(comp.model, "device", device) if comp.quantized else device))
         st.image(image, caption=f"{image.width}×{image.height}", width=320)
         preds = []
         for col, (title, model, dev) in zip(st.columns(len(models)), models):

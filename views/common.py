@@ -1,38 +1,30 @@
-"""What every page shares: the sidebar's choices, cached heavy objects, error display.
+"""What every page shares: the sidebar's choices, the session's one truth, the pipeline
+calls with their progress bars and messages, cached heavy objects.
 
-Pages stay thin: read the current choices from here, call into ``compress``, render.
+The session's truth is a :class:`compress.pipeline.Point` (the recipe done so far, the
+model it produced, the run that recorded it), kept in the Workspace (views/jobs.py) so a
+reload keeps it. Pages stay thin: read the choices here, build a recipe section, call
+:func:`run_pipeline` / :func:`run_variants` (the only way a page runs or records
+anything), render.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import streamlit as st
 
 from compress.errors import CompressError
+from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
 from compress.zoo import LoadedModel
+from views.jobs import workspace
 
 UPLOAD = "upload"
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Everything needed to (re)load the original model; hashable for caching."""
-    name: str                           # zoo entry or UPLOAD
-    file_sha1: Optional[str] = None     # uploaded checkpoint / weights
-    file_path: Optional[str] = None
-    arch: Optional[str] = None
-    num_classes: Optional[int] = None
-    like: Optional[str] = None
-    trust_pickle: bool = False
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}|{self.file_sha1}|{self.arch}|{self.num_classes}|{self.like}|{self.trust_pickle}"
+SIDEBAR_KEYS = ("model_name", "data_path", "data_limit", "data_seed", "device")
 
 
 def save_upload(uploaded) -> tuple[str, str]:
@@ -49,24 +41,29 @@ def save_upload(uploaded) -> tuple[str, str]:
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _load(choice: ModelChoice) -> LoadedModel:
-    from compress.zoo import load_checkpoint, load_model
-    if choice.name == UPLOAD:
-        return load_checkpoint(choice.file_path, arch=choice.arch, num_classes=choice.num_classes,
-                               trust_pickle=choice.trust_pickle, like=choice.like)
-    return load_model(choice.name, weights=choice.file_path)
+def _load(ref: ModelRef) -> LoadedModel:
+    from compress.pipeline import load_ref
+    return load_ref(ref)
 
 
-def load_choice(choice: ModelChoice) -> tuple[Optional[LoadedModel], Optional[str]]:
+def load_model_ref(ref: ModelRef) -> tuple[Optional[LoadedModel], Optional[str]]:
     """(model, None) or (None, plain-language error). Never raises for user errors."""
     try:
-        return _load(choice), None
+        return _load(ref), None
     except CompressError as e:
         return None, str(e)
 
 
 def current_model() -> Optional[LoadedModel]:
     return st.session_state.get("original")
+
+
+def model_ref() -> Optional[ModelRef]:
+    return st.session_state.get("model_ref")
+
+
+def model_key() -> str:
+    return repr(model_ref())
 
 
 def require_model() -> LoadedModel:
@@ -102,55 +99,53 @@ def default_data_path() -> str:
 
 
 @st.cache_resource(show_spinner="Reading the evaluation images…", max_entries=4)
-def _eval_sets(path: str, limit: int, seed: int, n_scoring: int, spec_key: str, _spec):
+def _eval_sets(path: str, limit: int, seed: int, spec_key: str, _spec):
     from compress.data import eval_sets
-    return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name,
-                     limit=limit, seed=seed, n_scoring=n_scoring)
+    return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name, limit=limit, seed=seed)
 
 
-def eval_sets_for(spec, n_scoring: int = 64):
+def eval_sets_for(spec):
     """(EvalSets or None, error or None) for the sidebar's dataset; (None, None) when the
-    user has not chosen one. ``n_scoring`` images (calibration, data criteria) are kept
-    apart from the evaluation images. Cached: pages measure on the same tensors."""
+    user has not chosen one. One set per (model, data, limit, seed), cached, so every page
+    measures on the same tensors; calibration photos come from its disjoint scoring pool."""
     path, limit, seed = data_settings()
     if not path:
         return None, None
     try:
-        return _eval_sets(path, limit, seed, n_scoring,
-                          f"{spec.name}|{spec.preprocess}|{spec.num_classes}", spec), None
+        return _eval_sets(path, limit, seed, f"{spec.name}|{spec.preprocess}|{spec.num_classes}", spec), None
     except CompressError as e:
         return None, str(e)
 
 
-def set_compressed(model, label: str, steps: list, quantized: bool = False, exportable=None,
-                   run_id: Optional[int] = None) -> None:
-    """Make ``model`` the current compressed model that every page uses. ``quantized``
-    models (INT8, ONNX Runtime, half precision) are final: they are not pruned further.
-    ``exportable`` is what the exporters take when it differs from ``model`` (a
-    QuantizedModel, which carries its runtime and its ONNX file); ``run_id`` is its run
-    in the history (for the model card)."""
-    st.session_state.compressed = {"key": st.session_state.get("model_key"), "model": model,
-                                   "label": label, "steps": steps, "quantized": quantized,
-                                   "exportable": exportable if exportable is not None else model,
-                                   "run_id": run_id}
+# ---------------------------------------------------------------- the session's truth
 
 
-def current_compressed():
-    """The current compressed model's record (model, label, steps) for the loaded original,
-    or None."""
-    c = st.session_state.get("compressed")
-    if c and c["key"] == st.session_state.get("model_key"):
-        return c
+def current():
+    """The session's current Point (recipe so far, model, run id) for the loaded original,
+    or None when nothing has been compressed yet."""
+    p = workspace().current
+    if p is not None and p.recipe.model == model_ref():
+        return p
     return None
 
 
-def artifact_bytes(model, loaded: LoadedModel) -> bytes:
-    """``model`` in the project's checkpoint format (loads back with weights_only=True)."""
-    import io
-    from compress.zoo import save_artifact
-    buf = io.BytesIO()
-    save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained), buf)
-    return buf.getvalue()
+def set_current(point) -> None:
+    workspace().current = point
+
+
+def base_recipe(runs: Optional[int] = None) -> Recipe:
+    """A recipe with no steps for the sidebar's model, images and device."""
+    path, limit, seed = data_settings()
+    measure = MeasureRef(device=st.session_state.get("device", "auto"), runs=int(runs or 30), warmup=5)
+    return Recipe(model=model_ref(), data=DataRef(path=path or None, limit=limit, seed=seed), measure=measure)
+
+
+def on_sidebar_settings(recipe: Recipe, runs: Optional[int] = None) -> Recipe:
+    """``recipe`` (e.g. the current point's) measured on the sidebar's images and device now."""
+    base = base_recipe(runs)
+    return replace(recipe, data=replace(base.data, train_path=recipe.data.train_path,
+                                        train_limit=recipe.data.train_limit),
+                   measure=base.measure, export=base.export, name="")
 
 
 def history():
@@ -160,65 +155,67 @@ def history():
     try:
         return History()
     except CompressError as e:
-        st.warning(f"Runs are not being recorded: {e}")
+        st.warning(f"Runs are not being recorded: {e} Results stay in this session.")
         return None
 
 
-def page_recipe(**steps):
-    """A Recipe for the sidebar's model, images and device with the given steps."""
-    from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
-    choice = st.session_state.get("model_choice")
-    loaded = current_model()
-    if choice is not None and choice.name == UPLOAD:
-        model = ModelRef(name=choice.like or "", checkpoint=choice.file_path, arch=choice.arch,
-                         num_classes=choice.num_classes, trust_pickle=choice.trust_pickle)
-    else:
-        model = ModelRef(name=loaded.spec.name, weights=choice.file_path if choice else None)
-    path, limit, seed = data_settings()
-    measure = MeasureRef(device=st.session_state.get("device", "auto"),
-                         runs=int(steps.pop("runs", 30)), warmup=int(steps.pop("warmup", 5)))
-    return Recipe(model=model, data=DataRef(path=path or None, limit=limit, seed=seed), measure=measure, **steps)
+def show_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        st.warning(w)
 
 
-STEP_FIELDS = {"prune_structured": "prune", "distill": "recover", "finetune": "recover",
-               "prune_unstructured": "unstructured", "quantize": "quantize"}
-
-
-def recipe_of(steps: list, **extra):
-    """The recipe that reproduces a session model made of ``steps`` (as set_compressed
-    records them), plus ``extra`` steps, for the sidebar's model and images."""
-    from compress.recipe import Recipe
-    d = page_recipe().to_dict()
-    for s in steps:
-        d[STEP_FIELDS[s["step"]]] = s["config"]
-    for k, v in extra.items():
-        d[k] = v
-    return Recipe.from_dict(d, check=False)
-
-
-def record(recipe, before, after, steps: list, device: str, artifacts: Optional[dict] = None) -> Optional[int]:
-    """Record a run a page measured itself (profiles as Profile objects) in the history."""
-    from compress.distill import software_versions
-    h = history()
-    if h is None:
-        return None
-    rid = h.start(recipe.to_dict(), name=recipe.name or recipe.describe(), source="app", device=device,
-                  versions=software_versions())
-    h.finish(rid, before.to_json(), after.to_json(), steps, artifacts or {})
-    return rid
-
-
-def run_recipe(recipe, sets, label: str):
+def run_pipeline(recipe: Recipe, label: str, start=None, make_current: bool = True):
     """Run ``recipe`` through the pipeline on the session's model and images, with a
-    progress bar, recorded in the history. Returns the Result, or None after showing the
-    error."""
+    progress bar; the run is recorded (with its model) and, with ``make_current``, becomes
+    the session's current model. Returns the Result, or None after showing the error."""
     from compress import pipeline
+    loaded = current_model()
+    sets, err = eval_sets_for(loaded.spec)
+    if err:
+        st.error(err)
+        return None
     bar = st.progress(0.0, text=f"{label}: starting")
     try:
-        return pipeline.run(recipe, history=history(), source="app", loaded=current_model(), sets=sets,
-                            on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
+        result = pipeline.run(recipe, history=history(), source="app", loaded=loaded, sets=sets, start=start,
+                              on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
     except CompressError as e:
         st.error(str(e))
         return None
     finally:
         bar.empty()
+    show_warnings(result.warnings)
+    if make_current and pipeline.Point(result.recipe, None).steps:
+        set_current(result.point)
+    return result
+
+
+def run_variants(recipe: Recipe, variants: list, label: str, start=None):
+    """Measure quantize ``variants`` of ``recipe`` against one baseline through the
+    pipeline (each recorded as a run). Returns the Variants, or None after the error."""
+    from compress import pipeline
+    loaded = current_model()
+    sets, err = eval_sets_for(loaded.spec)
+    if err:
+        st.error(err)
+        return None
+    bar = st.progress(0.0, text=f"{label}: starting")
+    try:
+        out = pipeline.run_variants(recipe, variants, history=history(), source="app", loaded=loaded, sets=sets,
+                                    start=start,
+                                    on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
+    except CompressError as e:
+        st.error(str(e))
+        return None
+    finally:
+        bar.empty()
+    show_warnings(out.warnings)
+    return out
+
+
+def artifact_bytes(model, loaded: LoadedModel) -> bytes:
+    """``model`` in the project's checkpoint format (loads back with weights_only=True)."""
+    import io
+    from compress.zoo import save_artifact
+    buf = io.BytesIO()
+    save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained), buf)
+    return buf.getvalue()

@@ -10,70 +10,44 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import streamlit as st
 
 from compress import charts
 from compress.errors import CompressError
-from compress.measure import Profile, compare_profiles
-from compress.recipe import Recipe
-from views.common import (STEP_FIELDS, current_compressed, data_settings, eval_sets_for, history, page_recipe,
-                          recipe_of, require_model, run_recipe, set_compressed)
+from compress.measure import Profile
+from compress.report import compare_profiles, model_card, summary
+from views.common import (base_recipe, current, eval_sets_for, history, model_ref, require_model, run_pipeline,
+                          set_current)
 
 loaded = require_model()
 spec = loaded.spec
 st.title("Compare")
-st.caption("Every run you made (on these pages or with `python -m compress run`) is recorded. "
-           "Each run measured the original model and the compressed one in the same session, so "
+st.caption("Every run you made (on these pages or with `python -m compress run`) is recorded with its "
+           "model. Each run measured the original model and the compressed one in the same session, so "
            "its ratios are fair; comparing latency *across* runs mixes measurement times.")
 
 with st.expander("Presets: one click, no settings"):
-    from compress.recipe import DataRef, presets
-    path, limit, seed = data_settings()
-    for i, (name, (preset, reason)) in enumerate(presets(spec.name, DataRef(path=path or None, limit=limit,
-                                                                              seed=seed)).items()):
+    from compress.recipe import presets
+    base = base_recipe()
+    for i, (name, (preset, reason)) in enumerate(presets(spec.name, base.data).items()):
         c1, c2 = st.columns([1, 3])
         go = c1.button(name, key=f"preset_{i}")
         c2.markdown(f"{reason}  \n`{preset.describe()}`, exports: {', '.join(preset.export.formats)}")
         if go:
-            recipe = replace(preset, model=page_recipe().model, measure=page_recipe().measure)
-            result = run_recipe(recipe, eval_sets_for(spec, n_scoring=128)[0], name)
+            result = run_pipeline(replace(preset, model=base.model, measure=base.measure), name)
             if result is not None:
-                final = result.model          # a QuantizedModel carries its runtime's module
-                set_compressed(getattr(final, "model", final), name,
-                               [{"step": s["step"], "config": s["config"]} for s in result.steps
-                                if s["step"] in STEP_FIELDS],
-                               quantized=recipe.quantize is not None, exportable=result.model,
-                               run_id=result.run_id)
-                st.success(f"{name}: run #{result.run_id} recorded; files: "
+                st.success(f"{name}: run #{result.run_id} recorded; it is the current compressed model. Files: "
                            + ", ".join(f"{k} → {v}" for k, v in result.artifacts.items()))
 
 h = history()
-runs = h.runs(status="done") if h else []
+every = h.runs() if h else []
 all_models = st.toggle("Show runs of every model", key="cmp_all")
-runs = [r for r in runs if r.after and r.before and (all_models or r.recipe.get("model", {}).get("name") == spec.name)]
-
-
-def summary(before: dict, after: dict) -> str:
-    """One sentence a non-engineer can read."""
-    parts = [f"{before['size_bytes'] / after['size_bytes']:.1f}× smaller"]
-    lb, la = before.get("latency_ms"), after.get("latency_ms")
-    if lb and la:
-        speed = lb["median"] / la["median"]
-        parts.append(f"{speed:.1f}× faster" if speed >= 1 else f"{1 / speed:.1f}× slower")
-    ab, aa = before.get("accuracy"), after.get("accuracy")
-    if ab and aa:
-        d = aa["top1"] - ab["top1"]
-        word = "less" if d < 0 else "more"
-        parts.append(f"{abs(d):.1f} points {word} accurate on {aa['n']:,} validation images "
-                     f"(95% interval {aa['ci95'][0]:.1f}–{aa['ci95'][1]:.1f}% against "
-                     f"{ab['ci95'][0]:.1f}–{ab['ci95'][1]:.1f}% for the original)")
-    else:
-        parts.append("accuracy not measured (no labelled images were chosen)")
-    return ", ".join(parts)
-
+mine = [r for r in every if all_models or r.recipe.get("model") == (model_ref().__dict__ if model_ref() else None)
+        or (r.recipe.get("model", {}).get("name") == spec.name and not r.recipe.get("model", {}).get("checkpoint"))]
+runs = [r for r in mine if r.status == "done" and r.after and r.before]
+unfinished = [r for r in mine if r.status != "done"]
 
 if not runs:
     st.info("No runs recorded yet for this model. Prune, distil or quantize it, or run "
@@ -99,6 +73,14 @@ else:
     table = pd.DataFrame(rows).set_index("run")
     st.subheader("All runs")
     st.dataframe(table, key="cmp_table", width="stretch")
+if unfinished:
+    with st.expander(f"{len(unfinished)} run(s) that did not finish"):
+        st.dataframe(pd.DataFrame([{
+            "run": r.id, "name": r.name, "status": r.status, "from": r.source,
+            "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
+            "error": r.error or ("its process ended before it finished" if r.status == "interrupted" else "")}
+            for r in unfinished]).set_index("run"), width="stretch", key="cmp_unfinished")
+if runs:
 
     measured = [r for r in runs if r.after.get("accuracy") and r.after.get("latency_ms")]
     if measured:
@@ -123,7 +105,24 @@ else:
     st.markdown(f"**#{chosen.id} {chosen.name}**: {summary(chosen.before, chosen.after)}.")
     with st.expander("Recipe (JSON)"):
         st.json(chosen.recipe)
-    if st.button("Delete this run", key="cmp_delete"):
+    model_file = (chosen.artifacts or {}).get("model")
+    b = st.columns(3)
+    if b[0].button("Use this run's model", key="cmp_reload", disabled=not model_file,
+                   help="Load the model this run saved and make it the current compressed model: "
+                        "Classify, Quantize and Export then use it."):
+        from compress.pipeline import point_of_run
+        try:
+            set_current(point_of_run(chosen, h))
+            st.success(f"The current compressed model is now run #{chosen.id}'s: {current().label}.")
+        except CompressError as e:
+            st.error(str(e))
+    if model_file and Path(model_file).is_file():
+        b[1].download_button("Download its model file", data=Path(model_file).read_bytes(),
+                             file_name=f"{spec.name}-run{chosen.id}{''.join(Path(model_file).suffixes)}",
+                             key="cmp_model_dl")
+    elif not model_file:
+        b[1].caption("This run kept no model file (recorded by an earlier version).")
+    if b[2].button("Delete this run", key="cmp_delete"):
         h.delete(pick)
         st.rerun()
 
@@ -139,50 +138,31 @@ else:
 
 # ---------------------------------------------------------------- export
 st.subheader("Export the current compressed model")
-comp = current_compressed()
+comp = current()
 if comp is None:
-    st.info("Prune, distil or quantize the model first; the result can then be exported here.")
+    st.info("Prune, distil or quantize the model first (or use a run's model above); it can then be "
+            "exported here.")
     st.stop()
-st.markdown(f"**Current compressed model:** {comp['label']}")
+st.markdown(f"**Current compressed model:** {comp.label}"
+            + (f" (run #{comp.run_id})" if comp.run_id is not None else ""))
 formats = st.multiselect("Formats", ["onnx", "torchscript", "executorch", "checkpoint", "tensorrt"],
                          default=["onnx"], key="exp_formats",
                          help="Each file is loaded back in the runtime that will run it and compared "
                               "with the model on real images.")
 if st.button("Export", type="primary", key="exp_go", disabled=not formats):
-    from compress.export import SUFFIX, export, model_card
-    sets, err = eval_sets_for(spec)
-    if err:
-        st.error(err)
-    batches = list(sets.evaluation)[:2] if sets else None
-    if batches is None:
-        import torch
-        batches = [(torch.randn(4, *spec.input_size), torch.zeros(4))]
-        st.caption("No labelled images chosen: the files are checked on random inputs.")
+    from compress.recipe import ExportRef
+    from views.common import on_sidebar_settings
     out = Path(tempfile.mkdtemp(prefix="compression-lab-export-"))
-    done, failed = {}, {}
-    with st.spinner("Exporting and checking each file…"):
-        for fmt in formats:
-            try:
-                done[fmt] = export(comp["exportable"], fmt, out / f"{spec.name}-compressed{SUFFIX[fmt]}",
-                                   spec.input_size, batches, loaded=loaded,
-                                   meta={"steps": comp["steps"]}).to_json()
-            except CompressError as e:
-                failed[fmt] = str(e)
-    run = h.get(comp.get("run_id")) if h and comp.get("run_id") else None
-    if run is not None:
-        card = model_card(SimpleNamespace(
-            recipe=Recipe.from_dict(run.recipe, check=False), weights=run.after.get("weights", ""),
-            device=run.device, data=None, before=run.before, after=run.after, exports=done,
-            versions=run.versions or {}))
-    else:
-        card = model_card(SimpleNamespace(recipe=recipe_of(comp["steps"]), weights=loaded.weights_note,
-                                          device="", data=None, before=None, after=None, exports=done,
-                                          versions={}))
-    st.session_state.export_result = {"key": comp["key"], "label": comp["label"], "done": done,
-                                      "failed": failed, "card": card}
+    recipe = replace(on_sidebar_settings(comp.recipe, 10), export=ExportRef(formats=tuple(formats), out_dir=str(out)))
+    # a run from the current point: nothing is redone; the model is measured and each file checked
+    result = run_pipeline(recipe, "Export", start=comp, make_current=False)
+    if result is not None:
+        st.session_state.export_result = {
+            "key": repr(comp.recipe), "label": comp.label, "done": result.exports, "failed": result.export_errors,
+            "card": Path(result.artifacts["model_card"]).read_text(), "run_id": result.run_id}
 
 res = st.session_state.get("export_result")
-if res and res["key"] == comp["key"] and res["label"] == comp["label"]:
+if res and res["key"] == repr(comp.recipe) and res["label"] == comp.label:
     for fmt, msg in res["failed"].items():
         st.error(f"{fmt}: {msg}")
     if res["done"]:
@@ -195,5 +175,6 @@ if res and res["key"] == comp["key"] and res["label"] == comp["label"]:
         for col, (fmt, e) in zip(cols, res["done"].items()):
             col.download_button(f"Download {fmt}", data=Path(e["path"]).read_bytes(),
                                 file_name=Path(e["path"]).name, key=f"exp_dl_{fmt}")
-        cols[-1].download_button("Download the model card (.md)", data=res["card"],
-                                 file_name=f"{spec.name}-model-card.md", key="exp_dl_card")
+        if res["card"]:
+            cols[-1].download_button("Download the model card (.md)", data=res["card"],
+                                     file_name=f"{spec.name}-model-card.md", key="exp_dl_card")

@@ -1,14 +1,15 @@
 """Distill page: train the pruned model back (knowledge distillation or fine-tuning).
 
-Widgets -> RecoverConfig -> compress.distill.recover in a background job (live curves,
-ETA, cancel) -> original / pruned / recovered measured on the same images. The
-recovered model becomes the session's current compressed model.
+Widgets -> a RecoverConfig -> the current recipe's ``recover`` section -> ``pipeline.run``
+in a background job of the session's Workspace (live curves, ETA, cancel; it survives a
+reload). The pipeline measures the original, the pruned model it starts from and the
+recovered one on the same images, records the run with its model, and the job makes the
+recovered model the session's current one.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import streamlit as st
@@ -17,35 +18,26 @@ from compress import charts
 from compress import data as D
 from compress import distill as K
 from compress.errors import CompressError
-from compress.measure import profile_model, profiles_table
+from compress.measure import Profile
 from compress.progress import ProgressEvent
-from compress.zoo import ZOO
-from views import jobs
-from views.common import (artifact_bytes, current_compressed, current_device, data_settings,
-                          eval_sets_for, history, recipe_of, require_model, set_compressed)
+from compress.report import profiles_table
+from compress.train import measure_step_seconds
+from views.common import (artifact_bytes, current, current_device, current_model, data_settings, eval_sets_for,
+                          history, model_key, on_sidebar_settings, require_model)
+from views.jobs import workspace
 
 loaded = require_model()
 spec = loaded.spec
-key = st.session_state.get("model_key", spec.name)
+key = model_key()
+ws = workspace()
 st.title("Distill")
 st.caption("Pruning removes channels and costs accuracy. A few epochs of training win most of it "
            "back. **Knowledge distillation** trains the pruned model to copy the original's "
            "answers, including how sure it is of each class. **Fine-tuning** trains it on the "
            "labels again.")
 
-JOB = "distill_job"
-job = st.session_state.get(JOB)
-if job is not None and job.key != key:
-    job = None                                   # a job for another model: not shown here
-
-# ---------------------------------------------------------------- a finished job
-if job is not None and job.status == "done" and not job.consumed:
-    r = job.result
-    set_compressed(r["model"], r["label"], r["steps"], run_id=r["run_id"])
-    job.consumed = True
-    st.rerun()                                   # so the sidebar names the new compressed model
-
-comp = current_compressed()
+job = ws.job if ws.job is not None and ws.job.name == "distill" and ws.job.key == key else None
+comp = current()
 running = job is not None and job.running
 # Streamlit forgets a widget's value after a run that did not draw it; the controls are hidden
 # while training, so keep their values by writing them back as plain session values.
@@ -53,21 +45,25 @@ for k in ("kd_method", "kd_teacher", "kd_T", "kd_alpha", "kd_unfreeze", "kd_epoc
           "kd_train_path", "kd_limit"):
     if k in st.session_state:
         st.session_state[k] = st.session_state[k]
-if not running:
-    if comp is None or comp["quantized"]:
+student_ok = comp is not None and comp.recipe.prune is not None and not comp.quantized \
+    and comp.recipe.unstructured is None and comp.recipe.recover is None
+if not running and not (job is not None and job.status == "done"):
+    if comp is None or comp.recipe.prune is None or comp.quantized:
         st.info("Distillation recovers a **pruned** model. Prune one on the Prune page first"
                 + (" (the current compressed model is quantized: recover before quantizing)."
-                   if comp and comp["quantized"] else "."))
+                   if comp is not None and comp.quantized else "."))
         st.stop()
-    if any(s["step"] == "prune_unstructured" for s in comp["steps"]):
+    if comp.recipe.unstructured is not None:
         st.warning("The current compressed model has zeroed weights (unstructured pruning). "
                    "Training would fill them in again: recover after channel pruning, then "
                    "zero weights.")
         st.stop()
+    if comp.recipe.recover is not None:
+        st.info(f"The current compressed model ({comp.label}) is already recovered"
+                + (f" (run #{comp.run_id})" if comp.run_id is not None else "") + ". A recipe holds one "
+                "recovery: to train longer, prune again and choose more epochs. Quantize or export it next.")
+        st.stop()
 
-sets, sets_err = eval_sets_for(spec)
-if sets_err:
-    st.error(sets_err)
 device = current_device()
 if device is None:
     st.stop()
@@ -91,47 +87,42 @@ def _step_seconds(model_key: str, label: str, batch: int, teacher: str, device_n
         t = loaded.model
     elif teacher:
         t = _teacher(teacher, key, spec)
-    return K.measure_step_seconds(_student, spec.input_size, batch, torch.device(device_name), teacher=t)
+    return measure_step_seconds(_student, spec.input_size, batch, torch.device(device_name), teacher=t)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _read_seconds(path: str, n: int) -> float:
-    """Seconds to read and prepare ``n`` training photos (part of every step)."""
-    images = _training_images(path)
-    ds = D.ImageListDataset(images.subset(list(range(min(n, len(images))))), spec.preprocess.transform())
-    t0 = time.perf_counter()
-    for i in range(len(ds)):
-        _ = ds[i]
-    return (time.perf_counter() - t0) / max(len(ds), 1)
+def _read_seconds(path: str) -> float:
+    return K.seconds_to_read(_training_images(path), spec.preprocess.transform())
 
 
 def _fmt_duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
 
 
+def _events_for_page(on_progress):
+    """The pipeline names stages "recover: train", "original: latency", …; the live view
+    wants "train"/"epoch" for the curves and "measure" for everything else."""
+    def relay(ev: ProgressEvent):
+        head, _, tail = ev.stage.partition(": ")
+        if head == "recover" and tail in ("train", "epoch"):
+            on_progress(ProgressEvent(tail, ev.fraction, ev.message, ev.metrics))
+        else:
+            on_progress(ProgressEvent("measure", ev.fraction, f"{head}: {ev.message}", ev.metrics))
+    return relay
+
+
 result_box = st.container()       # the last run's result, drawn above the controls
 
 # ---------------------------------------------------------------- controls
-if not running:
-    if job is not None and job.status == "done":
-        st.subheader("Recover further")
-    st.markdown(f"**Student:** {comp['label']}")
+if not running and student_ok:
+    st.markdown(f"**Student:** {comp.label}")
     left, right = st.columns(2)
     with left:
         method = st.radio("Recover by", list(K.RECOVERY_METHODS), key="kd_method", horizontal=True,
                           format_func={"distill": "knowledge distillation", "finetune": "fine-tuning"}.get,
                           help="\n\n".join(f"**{k}**: {v}" for k, v in K.RECOVERY_METHODS.items()))
         if method == "distill":
-            teachers = ["original"]
-            for name, s in ZOO.items():
-                if name == spec.name:
-                    continue
-                try:
-                    K.check_teacher(s, spec)
-                    teachers.append(name)
-                except CompressError:
-                    pass
-            teacher = st.selectbox("Teacher", teachers, key="kd_teacher",
+            teacher = st.selectbox("Teacher", K.compatible_teachers(spec), key="kd_teacher",
                                    format_func=lambda n: f"the original {spec.name} (unpruned)"
                                    if n == "original" else n,
                                    help="The model whose answers the student learns to copy. A bigger "
@@ -166,7 +157,7 @@ if not running:
         limit = st.number_input("Use at most N training photos (0 = all)", 0, 10_000_000, 2000, step=500,
                                 key="kd_limit", help="A fixed random subset (by the sidebar's seed).")
 
-    images, estimate = None, None
+    images = None
     if not path:
         st.info("Give a folder of training photos to start.")
     else:
@@ -174,89 +165,63 @@ if not running:
             images = _training_images(path)
         except CompressError as e:
             st.error(str(e))
-    if images is not None:
-        n_train = len(images) if not limit else min(limit, len(images))
-        if images.labels is None:
-            if method == "finetune":
-                st.error("These photos have no labels: fine-tuning needs labels. Choose knowledge "
-                         "distillation; it runs label-free (α = 1) on them.")
-                images = None
-            elif alpha < 1.0:
-                st.info("These photos have no labels: training runs label-free (α = 1).")
-                alpha = 1.0
+    if images is not None and images.labels is None:
+        if method == "finetune":
+            st.error("These photos have no labels: fine-tuning needs labels. Choose knowledge "
+                     "distillation; it runs label-free (α = 1) on them.")
+            images = None
+        elif alpha < 1.0:
+            st.info("These photos have no labels: training runs label-free (α = 1).")
+            alpha = 1.0
+    rcfg = K.RecoverConfig(method=method, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
+                           unfreeze=unfreeze, temperature=float(temperature), alpha=float(alpha),
+                           teacher=teacher or "original", seed=data_settings()[2])
     if images is not None:
         try:
-            step_s = _step_seconds(key, comp["label"], batch, teacher or "", str(device), comp["model"])
-            read_s = _read_seconds(path, 16) * batch
-            steps = math.ceil(n_train / batch)
-            estimate = epochs * steps * (step_s + read_s)
+            n_train = len(images) if not limit else min(limit, len(images))
+            step_s = _step_seconds(key, comp.label, int(batch), teacher or "", str(device), comp.model)
+            est = K.estimate_seconds(rcfg, n_train, step_s, _read_seconds(path))
             where = "on the GPU" if device.type == "cuda" else "on this machine's CPU"
-            st.info(f"**Estimated time {where}: about {_fmt_duration(estimate)}** for {epochs} "
-                    f"epoch(s) of {steps} steps over {n_train:,} photos. Estimate: one training step at "
-                    f"batch {batch} took {step_s:.2f} s here just now, plus {read_s:.2f} s to read its "
-                    "photos. Validation after each epoch and measuring the three models afterwards "
-                    "add to it.")
+            st.info(f"**Estimated time {where}: about {_fmt_duration(est.seconds)}** for {rcfg.epochs} "
+                    f"epoch(s) of {est.steps_per_epoch} steps over {n_train:,} photos. Estimate: one training "
+                    f"step at batch {rcfg.batch_size} took {est.step_seconds:.2f} s here just now, plus "
+                    f"{est.read_seconds:.2f} s to read its photos. Validation after each epoch and measuring "
+                    "the three models afterwards add to it.")
         except CompressError as e:
             st.error(str(e))
             images = None
 
-    if sets is None and not sets_err:
+    sets, sets_err = eval_sets_for(spec)
+    if sets_err:
+        st.error(sets_err)
+    elif sets is None:
         st.caption("Choose labelled images in the sidebar to follow validation accuracy per epoch and "
                    "to measure accuracy before and after.")
 
     if st.button("Start", type="primary", key="kd_start", disabled=images is None):
-        rcfg = K.RecoverConfig(method=method, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
-                               unfreeze=unfreeze, temperature=float(temperature), alpha=float(alpha),
-                               teacher=teacher or "original", seed=data_settings()[2])
+        from compress import pipeline
+        recipe = on_sidebar_settings(comp.recipe, 20).with_step("recover", rcfg)
+        recipe = replace(recipe, data=replace(recipe.data, train_path=path, train_limit=int(limit) or None))
+        start, original, runs_history = comp, current_model(), history()
+
+        def work(on_progress, cancel):
+            return pipeline.run(recipe, on_progress=_events_for_page(on_progress), cancel=cancel,
+                                history=runs_history, source="app", loaded=original, sets=sets, start=start)
+
+        def done(result):            # in the job's thread: lands in the session even if nobody watches
+            ws.current = result.point
         try:
-            K.validate_recover(rcfg)
-            teacher_model = None if rcfg.method != "distill" or rcfg.teacher == "original" \
-                else _teacher(rcfg.teacher, key, spec)
-            loader = D.train_loader(path, spec.preprocess.transform(), limit=limit or None,
-                                    seed=rcfg.seed, batch_size=rcfg.batch_size)
+            ws.start("distill", work, key=key, on_done=done)
         except CompressError as e:
             st.error(str(e))
             st.stop()
-        pruned, original, student_label, prior_steps = comp["model"], loaded.model, comp["label"], comp["steps"]
-        evaluation = sets.evaluation if sets else None
-        runs = 20
-        runs_history = history()
-        recipe = recipe_of(prior_steps, recover=asdict(rcfg))
-
-        def work(on_progress, cancel):
-            t0 = time.perf_counter()
-            recovered, res = K.recover(pruned, original, rcfg, loader, device, teacher=teacher_model,
-                                       val_batches=evaluation, on_progress=on_progress, cancel=cancel)
-            seconds = time.perf_counter() - t0
-            profiles = {}
-            for i, (name, m) in enumerate((("original", original), ("pruned, before recovery", pruned),
-                                           ("recovered", recovered))):
-                def relay(ev, i=i, name=name):
-                    on_progress(ProgressEvent("measure", (i + ev.fraction) / 3, f"measuring {name}: {ev.message}"))
-                profiles[name] = profile_model(m, spec.name, spec.input_size, device, runs=runs, warmup=3,
-                                               eval_batches=evaluation, weights=loaded.weights_note,
-                                               on_progress=relay, cancel=cancel)
-            what = "distilled" if rcfg.method == "distill" else "fine-tuned"
-            steps = prior_steps + [{"step": rcfg.method, "config": asdict(rcfg),
-                                    "report": {"history": [asdict(h) for h in res.history]}}]
-            run_id = None
-            if runs_history is not None:          # recorded like every run, for the Compare page
-                run_id = runs_history.start(recipe.to_dict(), name=recipe.describe(), source="app",
-                                            device=str(device), versions=K.software_versions())
-                runs_history.finish(run_id, profiles["original"].to_json(), profiles["recovered"].to_json(),
-                                    steps, {})
-            return {"key": key, "run_id": run_id, "model": recovered, "history": res.history, "profiles": profiles,
-                    "config": rcfg, "seconds": seconds, "n_train": len(loader.dataset),
-                    "label": f"{student_label}, {what} {rcfg.epochs} epoch(s)",
-                    "steps": prior_steps + [{"step": rcfg.method, "config": asdict(rcfg)}]}
-        st.session_state[JOB] = jobs.start("distill", work, key=key)
         st.rerun()
 
 
 # ---------------------------------------------------------------- while it trains
 @st.fragment(run_every=1.0)
 def live():
-    job = st.session_state.get(JOB)
+    job = ws.job
     if job is None:
         return
     if not job.running:
@@ -272,8 +237,8 @@ def live():
         extra = (f" · {m['samples_per_s']:.0f} photos/s · about {_fmt_duration(m['eta_s'])} left"
                  if m else "")
         st.progress(last.fraction, text=f"{last.message}{extra}")
-    st.caption(f"Running for {_fmt_duration(time.time() - job.started)}. You can leave this page; the "
-               "training goes on and its result appears here.")
+    st.caption(f"Running for {_fmt_duration(time.time() - job.started)}. You can leave this page or reload "
+               "the tab; the training goes on and its result appears here.")
     if st.button("Cancel", key="kd_cancel"):
         job.cancel.set()
         st.warning("Stopping after the current step…")
@@ -296,11 +261,15 @@ with result_box:
             st.plotly_chart(charts.training_curves(job.events), key="kd_stopped_chart")
     elif job is not None and job.status == "done":
         r = job.result
-        cfg = r["config"]
-        prof = r["profiles"]
-        st.success(f"Recovered in {_fmt_duration(r['seconds'])} on {r['n_train']:,} training photos. It is now "
-                   "the current compressed model.")
-        orig, before, after = (prof[k].accuracy for k in ("original", "pruned, before recovery", "recovered"))
+        cfg = r.recipe.recover
+        for w in r.warnings:
+            st.warning(w)
+        step = next(s for s in r.steps if s["step"] == cfg.method)
+        st.success(f"Recovered in {_fmt_duration(step['seconds'])} on {step['report']['train_images']:,} training "
+                   f"photos and recorded as run #{r.run_id}. It is the current compressed model.")
+        prof = {"original": Profile.from_json(r.before), "pruned, before recovery": Profile.from_json(r.start_profile),
+                "recovered": Profile.from_json(r.after)}
+        orig, before, after = (p.accuracy for p in prof.values())
         if orig and before and after:
             lost = orig.top1 - before.top1
             won = after.top1 - before.top1
@@ -308,14 +277,16 @@ with result_box:
                         f"{'distillation' if cfg.method == 'distill' else 'fine-tuning'} won back "
                         f"**{won:.1f}**: {after.top1:.2f}% against the original's {orig.top1:.2f}% "
                         f"(n = {after.n} images; 95% intervals in the table).")
-        st.subheader("Original, pruned and recovered, measured now on the same images")
+        st.subheader("Original, pruned and recovered, measured in the same run on the same images")
         st.table(pd.DataFrame(profiles_table(prof)).set_index("measure"))
         st.plotly_chart(charts.training_curves(job.events, orig.top1 if orig else None), key="kd_done_chart")
-        hist = pd.DataFrame([asdict(h) for h in r["history"]]).rename(columns={
+        hist = pd.DataFrame(step["report"]["history"]).rename(columns={
             "epoch": "epoch", "train_loss": "training loss", "train_acc": "train top-1 %",
             "val_acc": "validation top-1 %", "seconds": "seconds", "samples_per_s": "photos/s", "lr": "last lr"})
         st.table(hist.round(3).astype(object).where(hist.notna(), "–").set_index("epoch"))
         st.caption("Settings: " + ", ".join(f"{k} {v}" for k, v in asdict(cfg).items()))
         st.download_button("Download the recovered model (.pt, loads with weights_only=True)",
-                           data=artifact_bytes(r["model"], loaded), file_name=f"{spec.name}-recovered.pt",
+                           data=artifact_bytes(r.model, loaded), file_name=f"{spec.name}-recovered.pt",
                            key="kd_download")
+        if not student_ok:
+            st.stop()

@@ -1,20 +1,21 @@
 """Model page: the baseline profile, per-layer table and charts."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 import torch
 
 from compress import charts
-from compress.errors import CompressError
-from compress.measure import count_params, layer_table, profile_model, serialized_size
-from views.common import current_device, eval_sets_for, require_model
+from compress.measure import Profile, count_params, layer_table, serialized_size
+from views.common import base_recipe, current_device, model_key, require_model, run_pipeline
 
 loaded = require_model()
 spec = loaded.spec
 st.title(f"Model: {spec.name}")
 st.caption(f"{spec.description}  \nWeights: {loaded.weights_origin}")
-key = st.session_state.get("model_key", spec.name)
+key = model_key()
 
 
 @st.cache_data(show_spinner="Counting parameters, bytes and MACs…", max_entries=16)
@@ -45,24 +46,13 @@ with st.expander("Measurement settings"):
     warmup = s[2].number_input("Warm-up runs", 1, 100, 10, key="prof_warmup")
 
 if st.button("Measure latency and accuracy", type="primary", key="measure"):
-    device = current_device()
-    if device is not None:
-        bar = st.progress(0.0, text="starting")
-        try:
-            sets, error = eval_sets_for(spec)      # the same images the other pages measure on
-            if error:
-                raise CompressError(error)
-            batches = sets.evaluation if sets else None
-            total = sets.n_eval if sets else None
-            prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=int(batch),
-                                 runs=int(runs), warmup=int(warmup), eval_batches=batches,
-                                 eval_total=total, weights=loaded.weights_note,
-                                 on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
-            st.session_state.setdefault("profiles", {})[key] = prof
-            bar.empty()
-        except CompressError as e:
-            bar.empty()
-            st.error(str(e))
+    if current_device() is not None:
+        recipe = replace(base_recipe(), measure=replace(base_recipe().measure, batch=int(batch), runs=int(runs),
+                                                        warmup=int(warmup)), name="original, measured")
+        # a run with no steps: recorded like any other, on the same images as every page
+        result = run_pipeline(recipe, "Measure", make_current=False)
+        if result is not None:
+            st.session_state.setdefault("profiles", {})[key] = Profile.from_json(result.before)
 
 prof = st.session_state.get("profiles", {}).get(key)
 if prof is None:

@@ -15,13 +15,14 @@ from compress import charts
 from compress import prune as P
 from compress.data import cache_dir
 from compress.errors import CompressError
-from compress.measure import Profile, compare_profiles, layer_table, profile_model
-from views.common import (artifact_bytes, current_compressed, current_device, eval_sets_for, page_recipe,
-                          require_model, run_recipe, set_compressed)
+from compress.measure import Profile, layer_table
+from compress.report import compare_profiles
+from views.common import (artifact_bytes, base_recipe, current, current_device, eval_sets_for, model_key,
+                          on_sidebar_settings, require_model, run_pipeline)
 
 loaded = require_model()
 spec, model = loaded.spec, loaded.model
-key = st.session_state.get("model_key", spec.name)
+key = model_key()
 st.title("Prune")
 st.caption("Pruning removes parts of the network that matter least. **Structured** pruning "
            "takes out whole channels, so the model really gets smaller and faster. "
@@ -42,18 +43,6 @@ elif sets is None:
             "not accuracy, and the activation/Taylor criteria are unavailable.")
 
 
-def measure(m, bar, label):
-    """A full profile on the sidebar's device and images, progress shown on ``bar``."""
-    device = current_device()
-    if device is None:
-        st.stop()
-    runs = int(st.session_state.get("prune_runs", 30))
-    return profile_model(m, spec.name, spec.input_size, device, runs=runs, warmup=5,
-                         eval_batches=sets.evaluation if sets else None,
-                         eval_total=sets.n_eval if sets else None, weights=loaded.weights_note,
-                         on_progress=lambda ev: bar.progress(ev.fraction, text=f"{label} – {ev.stage}: {ev.message}"))
-
-
 structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
 
 # ------------------------------------------------------------------ structured
@@ -70,7 +59,7 @@ with structured:
         amount = st.slider(label, 0.0, 0.9, 0.5, 0.05, key="prune_ratio",
                            help="0.5 removes half. Higher saves more and costs more accuracy.")
         criterion = st.selectbox("How to judge a channel's importance", list(P.CRITERIA), key="prune_criterion",
-                                 format_func=lambda c: f"{c}: {P.CRITERIA[c]}")
+                                 format_func=lambda c: f"{c}: {P.CRITERIA[c].description}")
         scope = st.radio("Scope", ["uniform", "global"], horizontal=True, key="prune_scope",
                          format_func={"uniform": "same share in every layer",
                                       "global": "rank all channels together"}.get,
@@ -92,7 +81,7 @@ with structured:
                    "the sidebar, or pick a weight-based criterion.")
 
     cfg = P.StructuredConfig(
-        ratio=amount if target == "ratio" else 0.5, criterion=criterion, scope=scope,
+        ratio=amount if target == "ratio" else None, criterion=criterion, scope=scope,
         protected=tuple(protected), only_layers=tuple(only), round_to=8 if round8 else None,
         target=target, target_reduction=amount)
 
@@ -129,37 +118,37 @@ with structured:
     if st.button("Prune", type="primary", key="prune_go", disabled=amount == 0):
         if current_device() is None:
             st.stop()
-        result = run_recipe(page_recipe(prune=cfg, runs=st.session_state.get("prune_runs", 30)), sets, "Prune")
+        # channel pruning starts from the original: it replaces every step of the current recipe
+        recipe = base_recipe(st.session_state.get("prune_runs", 30)).with_step("prune", cfg)
+        result = run_pipeline(recipe, "Prune")
         if result is not None:
             pruned, report = result.model, result.reports["prune_structured"][-1]
             st.session_state.prune_result = {
-                "key": key, "cfg": cfg, "report": report, "run_id": result.run_id,
+                "key": key, "report": report, "run_id": result.run_id,
                 "before": Profile.from_json(result.before), "after": Profile.from_json(result.after),
                 "rows_before": layer_table(model, spec.input_size),
                 "rows_after": layer_table(pruned, spec.input_size)}
-            set_compressed(pruned, f"channel-pruned {report.ratio:.2f} ({criterion}, {scope})",
-                           [{"step": "prune_structured", "config": asdict(replace(cfg, ratio=report.ratio))}],
-                           run_id=result.run_id)
 
     res = st.session_state.get("prune_result")
     if res and res["key"] == key:
         report = res["report"]
         st.subheader("Before and after")
-        st.caption(f"Both measured just now, in the same run. Channel ratio {report.ratio:.3f}, "
-                   f"criterion {report.criterion}.")
+        st.caption(f"Both measured just now, in the same run (#{res['run_id']} in the history). Channel "
+                   f"ratio {report.ratio:.3f}, criterion {report.criterion}.")
         st.table(pd.DataFrame(compare_profiles(res["before"], res["after"])).set_index("measure"))
         st.plotly_chart(charts.importance_strip(report), width="stretch", key="prune_strip")
         st.caption("Each dot is one channel. Layers joined by a residual connection or a "
                    "BatchNorm share one decision, so they appear as one row (hover to see them).")
         roots = [g.root for g in report.groups]
-        pick = st.selectbox("Look closer at one group", roots, key="prune_pick")
-        st.plotly_chart(charts.channel_scores(report.by_root()[pick]), width="stretch", key="prune_one")
+        pick = st.selectbox("Look closer at one group", roots, key="prune_pick") if roots else None
+        if pick in report.by_root():
+            st.plotly_chart(charts.channel_scores(report.by_root()[pick]), width="stretch", key="prune_one")
         st.plotly_chart(charts.channel_bars(res["rows_before"], res["rows_after"]), width="stretch",
                         key="prune_bars")
-        comp = current_compressed()
-        if comp is not None and not comp["quantized"]:
-            st.download_button("Download the pruned model (.pt, loads with weights_only=True)",
-                               data=artifact_bytes(comp["model"], loaded), file_name=f"{spec.name}-pruned.pt",
+        comp = current()
+        if comp is not None and not comp.quantized:
+            st.download_button("Download the current compressed model (.pt, loads with weights_only=True)",
+                               data=artifact_bytes(comp.model, loaded), file_name=f"{spec.name}-compressed.pt",
                                key="prune_download")
 
     st.subheader("Sensitivity scan")
@@ -207,13 +196,13 @@ with unstructured:
     st.info("Zeroed weights are still stored and still multiplied: the dense file keeps its "
             "size and the dense model its speed. The zeros only pay off when the file is "
             "compressed (the gzip row) or run by a sparse engine.")
-    comp = current_compressed()
-    if comp and comp["quantized"]:
-        comp = None                     # a quantized model is final; prune the float one
+    comp = current()
+    if comp is not None and (comp.quantized or comp.recipe.unstructured is not None):
+        comp = None                     # a quantized model is final; zeroing replaces earlier zeroing
     start_options = ["original"] + (["compressed"] if comp else [])
     start = st.radio("Start from", start_options, horizontal=True, key="un_start",
                      format_func={"original": "the original model",
-                                  "compressed": f"the current compressed model ({comp['label'] if comp else ''})"}.get)
+                                  "compressed": f"the current compressed model ({comp.label if comp else ''})"}.get)
     u = st.columns(3)
     u_amount = u[0].slider("Share of weights to set to zero", 0.0, 0.95, 0.5, 0.05, key="un_amount")
     u_method = u[1].radio("Which weights", ["l1", "random"], key="un_method",
@@ -221,23 +210,20 @@ with unstructured:
     u_scope = u[2].radio("Threshold", ["global", "layer"], key="un_scope",
                          format_func={"global": "one for the whole model", "layer": "per layer"}.get)
     if st.button("Apply unstructured pruning", key="un_go", disabled=u_amount == 0):
-        source = comp["model"] if start == "compressed" else model
         ucfg = P.UnstructuredConfig(amount=u_amount, method=u_method, scope=u_scope)
-        bar = st.progress(0.0, text="starting")
-        try:
-            before = measure(source, bar, "before")
-            sparse, sp = P.prune_unstructured(source, ucfg)
-            after = measure(sparse, bar, "after")
-            st.session_state.unstructured_result = {"key": key, "before": before, "after": after,
-                                                    "sparsity": sp}
-            steps = (comp["steps"] if start == "compressed" else []) + [
-                {"step": "prune_unstructured", "config": asdict(ucfg)}]
-            prefix = comp["label"] + " + " if start == "compressed" else ""
-            set_compressed(sparse, f"{prefix}{100 * u_amount:.0f}% zero weights", steps)
-        except CompressError as err:
-            st.error(str(err))
-        bar.empty()
+        from_comp = start == "compressed" and comp is not None
+        runs = st.session_state.get("prune_runs", 30)
+        recipe = (on_sidebar_settings(comp.recipe, runs) if from_comp else base_recipe(runs)).with_step(
+            "unstructured", ucfg)
+        result = run_pipeline(recipe, "Unstructured pruning", start=comp if from_comp else None)
+        if result is not None:
+            st.session_state.unstructured_result = {
+                "key": key, "run_id": result.run_id,
+                "before": Profile.from_json(result.start_profile or result.before),
+                "after": Profile.from_json(result.after), "sparsity": result.reports["prune_unstructured"]}
     ures = st.session_state.get("unstructured_result")
     if ures and ures["key"] == key:
+        st.caption(f"Before: the model it started from; after: with zeroed weights. Both measured in run "
+                   f"#{ures['run_id']}.")
         st.table(pd.DataFrame(compare_profiles(ures["before"], ures["after"])).set_index("measure"))
         st.plotly_chart(charts.sparsity_bars(ures["sparsity"]), width="stretch", key="un_chart")

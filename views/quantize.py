@@ -5,7 +5,7 @@ charts. The chosen result becomes the session's current compressed model.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -14,22 +14,22 @@ import torch
 from compress import charts
 from compress import quantize as Q
 from compress.errors import CompressError
-from compress.measure import profile_model
-from views.common import (current_compressed, current_device, data_settings, eval_sets_for, recipe_of,
-                          record, require_model, set_compressed)
+from compress.measure import Profile
+from views.common import (base_recipe, current, current_device, data_settings, eval_sets_for, model_key,
+                          on_sidebar_settings, require_model, run_variants, set_current)
 
 loaded = require_model()
 spec = loaded.spec
-key = st.session_state.get("model_key", spec.name)
+key = model_key()
 st.title("Quantize")
 st.caption("Quantization stores numbers in fewer bits: 8-bit integers instead of 32-bit floats. "
            "The model gets about 4× smaller, and faster **if** the runtime has fast 8-bit kernels. "
            "Everything below is measured now, on this machine, in the runtime that runs each model.")
 
-comp = current_compressed()
+comp = current()
 sources = {"original": (loaded.model, "original (FP32)")}
-if comp and not comp["quantized"]:
-    sources["compressed"] = (comp["model"], f"current compressed model: {comp['label']}")
+if comp is not None and not comp.quantized:
+    sources["compressed"] = (comp.model, f"current compressed model: {comp.label}")
 src_key = st.radio("Quantize", list(sources), horizontal=True, key="q_source",
                    format_func=lambda k: sources[k][1],
                    help="Prune first, then quantize: the savings multiply.")
@@ -46,7 +46,7 @@ with left:
                            default=["static", "ort-int8"], key="q_modes",
                            help="Each is compared with PyTorch FP32 and ONNX Runtime FP32.")
     for m in modes:
-        st.caption(f"**{m}**: {Q.MODES[m]}")
+        st.caption(f"**{m}**: {Q.MODES[m].description}")
 with right:
     backend = st.radio("PyTorch INT8 kernels for", Q.BACKENDS, horizontal=True, key="q_backend",
                        format_func={"x86": "x86 servers and PCs", "qnnpack": "ARM phones (qnnpack)"}.get,
@@ -69,7 +69,7 @@ if not has_data:
                "and accuracy needs labels.")
 
 qat_epochs, qat_lr, train_path, train_limit = 1, 1e-4, "", 2000
-if "qat" in modes:
+if any(Q.MODES[m].trains for m in modes):
     st.markdown("**Quantization-aware training** fine-tunes the model with 8-bit rounding simulated, "
                 "on labelled training photos, then converts it to INT8.")
     t = st.columns(4)
@@ -87,109 +87,67 @@ cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=
                     keep_worst=int(keep_worst), qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
 
 
-def training_batches():
-    """Training photos for QAT, or None (QAT then says what it needs)."""
-    from compress.data import train_loader
-    if not train_path.strip():
-        return None
-    return train_loader(train_path.strip(), spec.preprocess.transform(), limit=int(train_limit),
-                        seed=int(st.session_state.get("data_seed", 0)))
-
-
 device = current_device()
 with st.expander("Measurement settings"):
     runs = st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30, key="q_runs")
 
 
 def load_sets():
-    """The evaluation and calibration images, read when a button needs them (not on every
-    slider move); None after showing why they cannot be read."""
-    sets, error = eval_sets_for(spec, n_scoring=calib)
+    """The evaluation images and the calibration pool, read when a button needs them (not
+    on every slider move); None after showing why they cannot be read."""
+    sets, error = eval_sets_for(spec)
     if error:
         st.error(error)
     return sets
 
 
-def run_all(sets):
-    """FP32 eager and ORT FP32 baselines, then each mode: same images, same run."""
-    results = []
-    bar = st.progress(0.0, text="starting")
-    steps = (["original"] if src_key == "compressed" else []) + ["fp32"] + ["ort-fp32"] + list(modes)
-    batches = sets.evaluation if sets else None
-    for i, mode in enumerate(steps):
-        bar.progress(i / len(steps), text=f"{mode}: quantizing and measuring")
-        if mode == "original":       # the unpruned model, so every run compares with it
-            prof = profile_model(loaded.model, spec.name, spec.input_size, torch.device("cpu"), runs=int(runs),
-                                 warmup=5, eval_batches=batches, weights=loaded.weights_note)
-            results.append({"mode": "original", "name": "Original (unpruned) FP32", "profile": prof,
-                            "model": loaded.model})
-            continue
-        if mode == "fp32":
-            prof = profile_model(source, spec.name, spec.input_size, torch.device("cpu"), runs=int(runs),
-                                 warmup=5, eval_batches=batches, weights=loaded.weights_note)
-            results.append({"mode": "fp32", "name": "PyTorch FP32", "profile": prof, "model": source})
-            continue
-        mode_cfg = replace(cfg, mode=mode)
-        dev = device if mode in ("fp16", "bf16") else torch.device("cpu")
-        try:
-            train = training_batches() if mode == "qat" else None
-
-            def show(ev, mode=mode, i=i):
-                bar.progress(min(0.999, (i + ev.fraction) / len(steps)), text=f"{mode}: {ev.stage} {ev.message}")
-            q = Q.quantize(source, mode_cfg, spec.input_size, sets.scoring if sets else None, dev,
-                           on_progress=show, train_batches=train)
-            prof = Q.profile_quantized(q, source, spec.name, spec.input_size, runs=int(runs), warmup=5,
-                                       eval_batches=batches, weights=loaded.weights_note)
-            name = q.runtime + (f" on {dev.type}" if mode in ("fp16", "bf16") else "")
-            results.append({"mode": mode, "name": name, "profile": prof, "model": q.model, "quantized": q,
-                            "config": asdict(mode_cfg)})
-        except CompressError as err:
-            results.append({"mode": mode, "name": mode, "error": str(err)})
-    bar.empty()
-    # every quantized result is a run in the history, compared with the original model
-    original = results[0]["profile"]
-    prior = comp["steps"] if src_key == "compressed" else []
-    for r in results:
-        if "profile" in r and r["mode"] not in ("original", "fp32"):
-            recipe = recipe_of(prior, quantize=r["config"])
-            r["run_id"] = record(recipe, original, r["profile"], prior + [{"step": "quantize", "config": r["config"]}],
-                                 "cpu")
-    return results
-
-
 if st.button("Quantize and measure", type="primary", key="q_go", disabled=not modes or device is None):
-    sets = load_sets() if has_data else None
-    if sets is not None or not has_data:
-        st.session_state.quant_result = {"key": key, "source": source_label, "results": run_all(sets),
-                                         "n_calibration": sets.n_scoring if sets else 0}
+    from_comp = src_key == "compressed"
+    recipe = on_sidebar_settings(comp.recipe, runs) if from_comp else base_recipe(runs)
+    if train_path.strip():
+        recipe = replace(recipe, data=replace(recipe.data, train_path=train_path.strip(),
+                                              train_limit=int(train_limit)))
+    # ONNX Runtime FP32 is always measured: the fair float baseline for ONNX Runtime INT8
+    variants = [replace(cfg, mode=m) for m in ["ort-fp32"] + list(modes)]
+    out = run_variants(recipe, variants, "Quantize", start=comp if from_comp else None)
+    if out is not None:
+        st.session_state.quant_result = {"key": key, "source": source_label, "from_comp": from_comp,
+                                         "variants": out}
 
 res = st.session_state.get("quant_result")
 if res and res["key"] == key:
-    ok = [r for r in res["results"] if "profile" in r]
-    for r in res["results"]:
-        if "error" in r:
-            st.error(f"{r['mode']}: {r['error']}")
-    base = next(r["profile"] for r in ok if r["mode"] == "fp32")
+    out = res["variants"]
+    ok = [r for r in out.results if not isinstance(r, dict)]
+    for r in out.results:
+        if isinstance(r, dict):
+            st.error(f"{r['config'].mode}: {r['error']}")
+    rows_src = ([("Original (unpruned) FP32", Profile.from_json(out.before), None)] if res["from_comp"] else []) \
+        + [("PyTorch FP32", Profile.from_json(out.reference), None)] \
+        + [(r.model.runtime + (f" on {r.device}" if r.recipe.quantize.mode in ("fp16", "bf16") else ""),
+            Profile.from_json(r.after), r) for r in ok]
+    base = Profile.from_json(out.reference)
     rows = []
-    for r in ok:
-        p, lat = r["profile"], r["profile"].latency_ms
-        acc = p.accuracy
+    for name, p, r in rows_src:
+        lat, acc = p.latency_ms, p.accuracy
         rows.append({
-            "model": r["name"], "size (MB)": p.size_bytes / 1e6, "× size": p.size_bytes / base.size_bytes,
+            "model": name, "size (MB)": p.size_bytes / 1e6, "× size": p.size_bytes / base.size_bytes,
             "latency median (ms)": lat.median, "latency p90 (ms)": lat.p90,
             "speed-up vs PyTorch FP32": base.latency_ms.median / lat.median,
             "top-1 %": None if acc is None else acc.top1,
             "95% CI": "" if acc is None else f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f}",
-            "same top-1 as FP32 %": 100.0 if r["mode"] == "fp32" else p.agreement_top1,
-            "history run": r.get("run_id"),
+            "same top-1 as FP32 %": 100.0 if r is None and name == "PyTorch FP32" else p.agreement_top1,
+            "history run": None if r is None else r.run_id,
             "notes": " ".join(p.notes)})
     st.subheader(f"Results for the {res['source']}")
     lat0 = base.latency_ms
     n = base.accuracy.n if base.accuracy else 0
+    n_cal = max((s["report"].get("calibration_images", 0) for r in ok for s in r.steps if s["step"] == "quantize"),
+                default=0)
     st.caption(f"Latency: batch 1, {lat0.runs} timed runs after {lat0.warmup} warm-up, {lat0.threads} "
-               f"threads, CPU unless noted. Accuracy: the same {n} images for every row "
-               f"({res['n_calibration']} other images calibrated INT8). Size: the bytes of each "
-               "runtime's own file.")
+               f"threads, CPU unless noted. Accuracy: the same {n} images for every row, the same "
+               f"images as every page with these sidebar settings ({n_cal} other images, from a separate "
+               "pool, calibrated INT8). Size: the bytes of each runtime's own file. Every row below the "
+               "baselines is a run in the history, with its model.")
     fmt = {"size (MB)": "{:.2f}", "× size": "×{:.2f}", "latency median (ms)": "{:.2f}",
            "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×", "top-1 %": "{:.2f}",
            "same top-1 as FP32 %": "{:.1f}", "history run": "#{:.0f}"}
@@ -203,16 +161,14 @@ if res and res["key"] == key:
     if base.accuracy is not None:
         c[2].plotly_chart(charts.variant_bars(names, [r["top-1 %"] for r in rows], "Top-1 accuracy", "%"),
                           width="stretch", key="q_acc")
-    choice = st.selectbox("Make one of them the current compressed model",
-                          [r["name"] for r in ok if r["mode"] not in ("original", "fp32")], key="q_pick")
-    if st.button("Use this model", key="q_use"):
-        r = next(r for r in ok if r["name"] == choice)
-        prefix = comp["label"] + " + " if src_key == "compressed" and comp else ""
-        steps = (comp["steps"] if src_key == "compressed" and comp else []) + [
-            {"step": "quantize", "config": r.get("config", {})}]
-        set_compressed(r["model"], f"{prefix}{r['name']}", steps, quantized=True, exportable=r.get("quantized"),
-                       run_id=r.get("run_id"))
-        st.success(f"The current compressed model is now: {prefix}{r['name']}.")
+    if ok:
+        labels = {i: f"{rows_src[len(rows_src) - len(ok) + i][0]} (run #{r.run_id})" for i, r in enumerate(ok)}
+        choice = st.selectbox("Make one of them the current compressed model", list(labels), key="q_pick",
+                              format_func=labels.get)
+        if st.button("Use this model", key="q_use"):
+            point = ok[choice].point
+            set_current(point)
+            st.success(f"The current compressed model is now: {point.label}.")
 
 st.subheader("Which layers lose most in 8 bits")
 st.caption("Each layer is quantized alone on the calibration photos and compared with its float "
@@ -223,7 +179,8 @@ if st.button("Rank layers by quantization error", key="q_sqnr", disabled=not has
     if sets is not None:
         try:
             st.session_state.q_errors = {"key": key, "src": src_key,
-                                         "errors": Q.layer_sqnr(source, sets.scoring, max_images=min(calib, 128))}
+                                         "errors": Q.layer_sqnr(source, sets.scoring_batches(min(calib, 128)),
+                                                                max_images=min(calib, 128))}
         except CompressError as err:
             st.error(str(err))
 errs = st.session_state.get("q_errors")

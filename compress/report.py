@@ -1,0 +1,154 @@
+"""Everything the product says about measured figures, in one place: before/after and
+multi-column tables, one-line summaries a non-engineer can read, labels for a session's
+model, and the Markdown model card. Pure functions of Profiles and Results: the pages,
+the CLI and the exporters all call these, so a figure reads the same everywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from compress.measure import Profile
+
+
+def _cells(p: Profile) -> dict[str, str]:
+    """One profile's figures as table cells, keyed by the measure's name."""
+    cells = {"Parameters": f"{p.params / 1e6:.3f} M",
+             "Nonzero parameters": f"{p.nonzero_params / 1e6:.3f} M",
+             "Size (torch.save)": f"{p.size_bytes / 1e6:.2f} MB",
+             "Size (gzip)": f"{p.size_gzip_bytes / 1e6:.2f} MB"}
+    if p.macs is not None:
+        cells["MACs / image"] = f"{p.macs / 1e9:.4f} G"
+    if p.latency_ms:
+        cells["Latency, median"] = f"{p.latency_ms.median:.2f} ms"
+        cells["Latency, p90"] = f"{p.latency_ms.p90:.2f} ms"
+    if p.accuracy:
+        a = p.accuracy
+        cells["Top-1 accuracy"] = f"{a.top1:.2f}% ({a.ci95[0]:.1f}–{a.ci95[1]:.1f})"
+    return cells
+
+
+def _how(p: Profile) -> dict[str, str]:
+    """How each measure was taken (the same for every profile of one run)."""
+    how = {"Parameters": "all parameter tensors", "Nonzero parameters": "parameters that are not exactly 0",
+           "Size (torch.save)": "real serialized bytes of the state_dict",
+           "Size (gzip)": "the same bytes, gzip level 6",
+           "MACs / image": f"thop at {p.input_size[1]}×{p.input_size[2]}",
+           "Latency, p90": "90th percentile of the same runs"}
+    if p.latency_ms:
+        la = p.latency_ms
+        how["Latency, median"] = (f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, "
+                                  f"{la.device}, {la.threads} threads")
+    if p.accuracy:
+        how["Top-1 accuracy"] = f"n = {p.accuracy.n} images, 95% Wilson interval in brackets"
+    return how
+
+
+def _values(p: Profile) -> dict[str, Optional[float]]:
+    return {"Parameters": p.params, "Nonzero parameters": p.nonzero_params, "Size (torch.save)": p.size_bytes,
+            "Size (gzip)": p.size_gzip_bytes, "MACs / image": p.macs,
+            "Latency, median": p.latency_ms.median if p.latency_ms else None,
+            "Latency, p90": p.latency_ms.p90 if p.latency_ms else None,
+            "Top-1 accuracy": p.accuracy.top1 if p.accuracy else None}
+
+
+def compare_profiles(before: Profile, after: Profile) -> list[dict]:
+    """Rows of a before/after table, each with the change and how it was measured.
+
+    "change" is after/before for sizes, MACs and latency (×0.25 = four times smaller) and
+    a difference in points for accuracy. Both profiles must come from the same run.
+    """
+    cb, ca, vb, va, how = _cells(before), _cells(after), _values(before), _values(after), _how(after)
+    if before.runtime != after.runtime and "Latency, median" in how:
+        how["Latency, median"] += f"; {before.runtime} → {after.runtime}"
+    rows = []
+    for m in cb:
+        if m not in ca:
+            continue
+        if m == "Top-1 accuracy":
+            change = f"{va[m] - vb[m]:+.2f} pts"
+        else:
+            change = f"×{va[m] / vb[m]:.2f}" if vb[m] and va[m] is not None else "–"
+        rows.append(dict(measure=m, before=cb[m], after=ca[m], change=change, how=how.get(m, "")))
+    if after.agreement_top1 is not None:
+        aa = after.accuracy
+        rows.append(dict(measure="Same top-1 as the float model", before="100%",
+                         after=f"{after.agreement_top1:.2f}%", change="–",
+                         how=f"share of the {aa.n if aa else ''} images whose top class is unchanged"))
+    return rows
+
+
+def profiles_table(columns: dict[str, Profile]) -> list[dict]:
+    """Rows of a table with one column per profile (e.g. original / pruned / recovered),
+    all measured in the same run, and how each measure was taken."""
+    cells = {name: _cells(p) for name, p in columns.items()}
+    first = next(iter(columns.values()))
+    how = _how(first)
+    return [{"measure": m, **{name: c.get(m, "–") for name, c in cells.items()}, "how": how.get(m, "")}
+            for m in cells[next(iter(cells))]]
+
+
+def summary(before: dict, after: dict) -> str:
+    """One sentence a non-engineer can read, from two Profile JSONs of the same run."""
+    parts = [f"{before['size_bytes'] / after['size_bytes']:.1f}× smaller"]
+    lb, la = before.get("latency_ms"), after.get("latency_ms")
+    if lb and la:
+        speed = lb["median"] / la["median"]
+        parts.append(f"{speed:.1f}× faster" if speed >= 1 else f"{1 / speed:.1f}× slower")
+    ab, aa = before.get("accuracy"), after.get("accuracy")
+    if ab and aa:
+        d = aa["top1"] - ab["top1"]
+        word = "less" if d < 0 else "more"
+        parts.append(f"{abs(d):.1f} points {word} accurate on {aa['n']:,} validation images "
+                     f"(95% interval {aa['ci95'][0]:.1f}–{aa['ci95'][1]:.1f}% against "
+                     f"{ab['ci95'][0]:.1f}–{ab['ci95'][1]:.1f}% for the original)")
+    else:
+        parts.append("accuracy not measured (no labelled images were chosen)")
+    return ", ".join(parts)
+
+
+def point_label(recipe) -> str:
+    """A short name for the model a recipe makes, e.g. "channel-pruned 0.50 (l1) → ort-int8"."""
+    parts = []
+    if recipe.prune is not None:
+        c = recipe.prune
+        parts.append(f"channel-pruned {c.ratio:.2f} ({c.criterion}, {c.scope})" if c.target == "ratio"
+                     else f"channel-pruned −{100 * c.target_reduction:.0f}% {c.target} ({c.criterion})")
+    if recipe.recover is not None:
+        r = recipe.recover
+        parts.append(f"{'distilled' if r.method == 'distill' else 'fine-tuned'} {r.epochs} epoch(s)")
+    if recipe.unstructured is not None:
+        parts.append(f"{100 * recipe.unstructured.amount:.0f}% zero weights")
+    if recipe.quantize is not None:
+        parts.append(recipe.quantize.mode)
+    label = " → ".join(parts) if parts else "unchanged"
+    return f"{recipe.name}: {label}" if recipe.name else label
+
+
+def model_card(result) -> str:
+    """A Markdown model card: what was done (the recipe), what was measured, and the files."""
+    r = result
+    lines = [f"# Model card: {r.recipe.name or r.recipe.describe()}", "",
+             f"- Base model: `{r.recipe.model.name}` ({r.weights})",
+             f"- Steps: {r.recipe.describe()}",
+             f"- Measured on device: {r.device}" + (f"; accuracy on {r.data['n_eval']} images from "
+                                                     f"`{r.data['source']}` (seed {r.data['seed']})"
+                                                     if r.data else ""),
+             "- Software: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()), "",
+             ]
+    if r.before and r.after:
+        lines += ["## Before and after (measured in the same run)", "",
+                  "| measure | before | after | change | how |", "|---|---|---|---|---|"]
+        for row in compare_profiles(Profile.from_json(r.before), Profile.from_json(r.after)):
+            lines.append(f"| {row['measure']} | {row['before']} | {row['after']} | {row['change']} | {row['how']} |")
+    if r.exports:
+        lines += ["", "## Files", "", "| format | file | bytes | runtime | max abs diff | same top-1 | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in r.exports.values():
+            diff = "–" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.2e}"
+            agree = "–" if e["agreement_top1"] is None else f"{e['agreement_top1']:.1f}% of {e['n']}"
+            lines.append(f"| {e['format']} | `{Path(e['path']).name}` | {e['bytes']:,} | {e['runtime']} | "
+                         f"{diff} | {agree} | {e['note']} |")
+    lines += ["", "## Recipe", "", "```json", r.recipe.to_json(), "```", ""]
+    return "\n".join(lines)
+
