@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import prune as P  # noqa: E402
-from compress.distill import DistillConfig, TrainConfig, distill, fit  # noqa: E402
+from compress.distill import distill  # noqa: E402
+from compress.train import TrainConfig, fit  # noqa: E402
 from compress.measure import count_macs, evaluate  # noqa: E402
 from compress.zoo import load_model  # noqa: E402
 
@@ -60,7 +61,6 @@ def main() -> None:
     base_macs = count_macs(loaded.model, size)
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, optimizer="sgd", weight_decay=5e-4, schedule="cosine",
                       warmup_epochs=0.0, seed=0)
-    dcfg = DistillConfig(temperature=a.T, alpha=a.alpha)
     print("## Recovering accuracy after pruning: fine-tuning against knowledge distillation\n")
     print(f"resnet18_cifar10, {len(xtr):,} CIFAR-10 training images (seeded subset, crop+flip "
           f"augmentation), {a.epochs} epochs, SGD (momentum 0.9, nesterov) lr {a.lr} cosine, weight "
@@ -81,7 +81,7 @@ def main() -> None:
             train_b = D.TensorBatches(xtr, ytr, a.batch, mean, std, shuffle=True, augment=True, seed=0)
             t0 = time.perf_counter()
             if kind == "KD":
-                res = distill(student, loaded.model, train_b, cfg, dcfg, cpu)
+                res = distill(student, loaded.model, train_b, cfg, cpu, temperature=a.T, alpha=a.alpha)
             else:
                 res = fit(student, train_b, cfg, cpu)
             minutes = (time.perf_counter() - t0) / 60

@@ -70,6 +70,9 @@ def done_sections(start: Optional[Point], recipe: Recipe) -> tuple[str, ...]:
     if start.recipe.model != recipe.model:
         raise PipelineError("The starting model belongs to another original model; start from "
                             "the original instead.")
+    if start.quantized and any(getattr(recipe, s) != getattr(start.recipe, s) for s in STEP_SECTIONS):
+        raise PipelineError("The starting model is quantized, and a quantized model is final: "
+                            "prune, distil or zero weights before quantizing.")
     done = []
     for s in STEP_SECTIONS:
         mine, theirs = getattr(recipe, s), getattr(start.recipe, s)
@@ -84,9 +87,6 @@ def done_sections(start: Optional[Point], recipe: Recipe) -> tuple[str, ...]:
         if getattr(start.recipe, s) is None and getattr(recipe, s) is not None:
             raise PipelineError(f"This recipe has a {s} step before the starting model's "
                                 f"{done[-1]} step; start from the original model instead.")
-    if start.quantized and [s for s in STEP_SECTIONS if getattr(recipe, s) is not None] != done:
-        raise PipelineError("The starting model is quantized, and a quantized model is final: "
-                            "prune, distil or zero weights before quantizing.")
     return tuple(done)
 
 

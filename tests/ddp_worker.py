@@ -9,7 +9,7 @@ import torch
 
 from compress import distributed
 from compress.data import TensorBatches
-from compress.distill import TrainConfig, fit
+from compress.train import TrainConfig, fit
 from tests.ddp_model import GLOBAL_BATCH, MEAN, STD, small_net
 
 images, out = sys.argv[1], sys.argv[2]

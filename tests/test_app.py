@@ -15,6 +15,17 @@ def on_page(page: str, timeout: int = 300, **state) -> AppTest:
     return at.switch_page(f"views/{page}.py").run()
 
 
+def workspace_of(at: AppTest):
+    """The session's Workspace (views/jobs.py): what survives a reload."""
+    from views.jobs import _registry
+    return _registry()[at.session_state["_token"]]
+
+
+def current_point(at: AppTest):
+    """The session's current compressed model (a compress.pipeline.Point) or None."""
+    return workspace_of(at).current
+
+
 def fresh(**state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     for k, v in state.items():
@@ -118,7 +129,7 @@ def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asse
     assert "n = 40 images" in table.loc["Top-1 accuracy", "how"]
     assert float(table.loc["MACs / image", "after"].split()[0]) < float(table.loc["MACs / image", "before"].split()[0])
     assert len(at.get("plotly_chart")) == 3                     # importance, one group, channels
-    assert at.session_state["compressed"]["label"].startswith("channel-pruned 0.25")
+    assert current_point(at).label.startswith("channel-pruned 0.25")
 
 
 def test_prune_page_bad_input_keeps_the_session_usable(cifar_asset):
@@ -147,9 +158,11 @@ def test_quantize_page_measures_int8_against_both_fp32_baselines(cifar_asset, ci
     assert list(table.index) == ["PyTorch FP32", "ONNX Runtime FP32", "PyTorch INT8 (x86)",
                                  "ONNX Runtime INT8 (QDQ)", "PyTorch dynamic INT8 (x86)"]
     assert len(at.get("plotly_chart")) == 3                    # size, latency, accuracy
-    at.selectbox(key="q_pick").set_value("ONNX Runtime INT8 (QDQ)")
+    pick = at.selectbox(key="q_pick")
+    pick.set_value(next(o for o in pick.options if o.startswith("ONNX Runtime INT8 (QDQ)")))
     at.button(key="q_use").click().run()
-    assert at.session_state["compressed"]["quantized"] is True
+    assert current_point(at).recipe.quantize.mode == "ort-int8" and current_point(at).run_id is not None
+    assert current_point(at).quantized is True
     at.button(key="q_sqnr").click().run()
     assert not at.exception and any("Lowest SQNR" in c.value for c in at.caption)
 
@@ -190,14 +203,14 @@ def test_quantize_page_empty_dataset_folder_is_a_message(cifar_asset, tmp_path):
     assert not at.exception and any("No images found" in e.value for e in at.error)
 
 
-def _wait_for_job(at: AppTest, key: str = "distill_job", timeout: float = 240) -> AppTest:
+def _wait_for_job(at: AppTest, timeout: float = 240) -> AppTest:
     """Rerun the page until its background job has finished (the browser's fragment polls)."""
     import time
     end = time.time() + timeout
-    while at.session_state[key].running and time.time() < end:
+    while workspace_of(at).job.running and time.time() < end:
         time.sleep(1.0)
         at.run()
-    assert not at.session_state[key].running, "the training job did not finish in time"
+    assert not workspace_of(at).job.running, "the training job did not finish in time"
     return at.run()
 
 
@@ -223,7 +236,7 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     assert not at.exception and not at.error
     at = _wait_for_job(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any("It is now the current compressed model" in s.value for s in at.success)
+    assert any("It is the current compressed model" in s.value for s in at.success)
     table = at.table[0].value
     assert list(table.columns) == ["original", "pruned, before recovery", "recovered", "how"]
     assert "n = 60 images" in table.loc["Top-1 accuracy", "how"]
@@ -232,8 +245,8 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     history = at.table[1].value
     assert list(history.index) == [1, 2]
     assert all(isinstance(v, float) and 0 <= v <= 100 for v in history["validation top-1 %"])
-    assert "distilled 2 epoch(s)" in at.session_state["compressed"]["label"]
-    job = at.session_state["distill_job"]
+    assert "distilled 2 epoch(s)" in current_point(at).label
+    job = workspace_of(at).job
     assert [e.metrics["epoch"] for e in job.events if e.stage == "epoch"] == [1, 2]
     assert any(c.key == "kd_download" for c in at.get("download_button"))
 
@@ -263,18 +276,18 @@ def test_distill_page_bad_training_data_is_a_message(cifar_asset, cifar_tar, tmp
 def test_distill_page_cancel_stops_training_and_keeps_the_pruned_model(cifar_asset, cifar_tar):
     at = on_page("prune", data_path=str(cifar_tar), data_limit=20, prune_runs=5)
     at.button(key="prune_go").click().run()
-    pruned_label = at.session_state["compressed"]["label"]
+    pruned_label = current_point(at).label
     at.switch_page("views/distill.py").run()
     at.number_input(key="kd_limit").set_value(4000).run()
     at.number_input(key="kd_epochs").set_value(50).run()
     at.button(key="kd_start").click().run()
-    assert at.session_state["distill_job"].running
+    assert workspace_of(at).job.running
     assert any("Training" == h.value for h in at.subheader)
     at.button(key="kd_cancel").click().run()
     at = _wait_for_job(at, timeout=60)
-    assert at.session_state["distill_job"].status == "cancelled"
+    assert workspace_of(at).job.status == "cancelled"
     assert any("cancelled in epoch 1" in w.value for w in at.warning)
-    assert at.session_state["compressed"]["label"] == pruned_label
+    assert current_point(at).label == pruned_label
     assert at.number_input(key="kd_epochs").value == 50          # the controls kept their values
 
 
@@ -312,10 +325,11 @@ def test_compare_page_lists_runs_with_pareto_summary_side_by_side_and_exports(ci
     assert (files["same top-1"].str.startswith("100.0%")).all()
     keys = [b.key for b in at.get("download_button")]
     assert {"exp_dl_onnx", "exp_dl_torchscript", "exp_dl_card"} <= set(keys)
-    # deleting a run removes it
+    # the export was a run from the current point too; deleting a run removes it
+    assert len(at.dataframe[0].value) == 3
     at.selectbox(key="cmp_pick").set_value(1).run()
     at.button(key="cmp_delete").click().run()
-    assert len(at.dataframe[0].value) == 1
+    assert 1 not in at.dataframe[0].value.index and len(at.dataframe[0].value) == 2
 
 
 
@@ -326,6 +340,57 @@ def test_compare_page_preset_runs_a_recipe_and_records_it(cifar_asset, cifar_tar
     at.button(key="preset_1").click().run()                   # "Edge / server CPU"
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Edge / server CPU: run #1 recorded" in s.value and "onnx →" in s.value for s in at.success)
-    assert at.session_state["compressed"]["quantized"]
+    assert current_point(at).run_id == 1
+    assert current_point(at).quantized
     table = at.dataframe[0].value
     assert list(table["runtime"]) == ["ONNX Runtime INT8 (QDQ)"]
+
+
+def test_every_page_reports_the_same_original_and_n(cifar_asset, cifar_tar, tmp_path, monkeypatch):
+    """Model, Prune (both tabs), Quantize and a preset, with the same sidebar settings, all
+    measure the original on the same images: same top-1, same n, every run in one history."""
+    from compress.history import History
+    monkeypatch.setenv("COMPRESSION_LAB_HISTORY", str(tmp_path / "h.sqlite"))
+    at = on_page("model", data_path=str(cifar_tar), data_limit=40, prof_runs=5, prof_warmup=1, prune_runs=5,
+                 q_runs=5)
+    at.button(key="measure").click().run()
+    at.switch_page("views/prune.py").run()
+    at.button(key="prune_go").click().run()
+    at.button(key="un_go").click().run()                       # the Unstructured tab records its run too
+    at.switch_page("views/quantize.py").run()
+    at.slider(key="q_calib").set_value(512).run()              # more calibration photos: same evaluation images
+    at.multiselect(key="q_modes").set_value(["dynamic"]).run()
+    at.button(key="q_go").click().run()
+    at.switch_page("views/compare.py").run()
+    at.button(key="preset_2").click().run()                    # "Keep accuracy"
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = History().runs()
+    steps = [tuple(s for s in ("prune", "unstructured", "quantize") if r.recipe.get(s)) for r in reversed(runs)]
+    assert steps == [(), ("prune",), ("unstructured",), ("quantize",), ("quantize",), ("quantize",)]
+    originals = {(r.before["accuracy"]["top1"], r.before["accuracy"]["n"]) for r in runs}
+    assert len(originals) == 1 and next(iter(originals))[1] == 40
+    assert all(r.status == "done" and Path(r.artifacts["model"]).is_file() for r in runs)
+    assert len(at.dataframe[0].value) == len(runs)             # Compare lists every run
+
+
+def test_a_history_that_breaks_mid_run_keeps_the_page_result(cifar_asset, cifar_tar, tmp_path, monkeypatch):
+    from compress.history import History
+    hist = tmp_path / "h.sqlite"
+    monkeypatch.setenv("COMPRESSION_LAB_HISTORY", str(hist))
+    real = History.start
+
+    def start(self, *a, **k):                 # the file becomes unwritable once the run has started
+        rid = real(self, *a, **k)
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                p.unlink()
+        self.path.mkdir()
+        return rid
+    monkeypatch.setattr(History, "start", start)
+    at = on_page("prune", data_path=str(cifar_tar), data_limit=30, prune_runs=5)
+    at.button(key="prune_go").click().run()
+    assert not at.exception and not at.error
+    assert any(str(hist) in w.value and "--no-history" in w.value for w in at.warning)
+    assert "Top-1 accuracy" in at.table[0].value.index              # the figures are shown
+    assert current_point(at) is not None and current_point(at).steps == ["prune"]   # the model is kept

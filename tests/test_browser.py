@@ -154,3 +154,59 @@ def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png,
         browser.close()
     # scikit-image's chelsea is a tabby; ImageNet's cat classes: tabby, tiger cat, Egyptian cat, ...
     assert any(c in text for c in ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese")), text
+
+
+def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset, cifar_tar, tmp_path):
+    """Prune → Distill (Start) → reload: progress and Cancel are back. Cancel, Start again,
+    wait for it → reload: the recovered model is the current one and Compare lists its run."""
+    pw = _playwright()
+    with pw.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(server + "/prune", wait_until="networkidle")
+        page.get_by_text("Parameters (estimate)").wait_for(timeout=120_000)
+        page.get_by_role("button", name="Prune", exact=True).click()
+        page.get_by_text("Before and after").wait_for(timeout=300_000)
+        assert "s=" in page.url                                  # the session token lives in the URL
+
+        page.get_by_role("link", name="Distill").click()
+        page.get_by_text("Estimated time").wait_for(timeout=120_000)
+        for label, value in (("Epochs", "50"), ("Use at most N training photos (0 = all)", "4000")):
+            box = page.get_by_label(label)
+            box.fill(value)
+            box.press("Enter")
+        page.wait_for_timeout(1_500)
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
+
+        page.reload(wait_until="networkidle")                    # reload 1: the job is still there
+        page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
+        page.get_by_text(re.compile("Running for")).wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "distill-reattached.png"), full_page=True)
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text(re.compile("Training was cancelled")).wait_for(timeout=120_000)
+
+        for label, value in (("Epochs", "1"), ("Use at most N training photos (0 = all)", "256")):
+            box = page.get_by_label(label)
+            box.fill(value)
+            box.press("Enter")
+        page.wait_for_timeout(1_500)
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.get_by_text(re.compile("Recovered in .* recorded as run #")).wait_for(timeout=400_000)
+        run_id = re.search(r"run #(\d+)", page.get_by_text(re.compile("recorded as run #")).inner_text()).group(1)
+
+        page.reload(wait_until="networkidle")                    # reload 2: the result is the current model
+        sidebar = page.locator("[data-testid=stSidebar]")
+        sidebar.get_by_text(re.compile(f"distilled 1 epoch.*run #{run_id}")).wait_for(timeout=60_000)
+        page.get_by_role("link", name="Compare").click()
+        page.get_by_text("All runs").wait_for(timeout=120_000)
+        page.wait_for_timeout(1_000)
+        page.screenshot(path=str(tmp_path / "compare-after-reload.png"), full_page=True)
+        table = page.locator("[data-testid=stDataFrame]").first
+        table.wait_for(timeout=30_000)
+        _save(tmp_path, "distill-reattached.png", "compare-after-reload.png")
+        browser.close()
+    from compress.history import History
+    run = History().get(int(run_id))
+    assert run.status == "done" and run.recipe["recover"]["epochs"] == 1
+    assert run.artifacts["model"].endswith("model.pt")

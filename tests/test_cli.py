@@ -102,7 +102,7 @@ def test_run_prune_then_ort_int8_is_measured_in_onnx_runtime(cifar_asset, cifar_
     assert after["runtime"] == "ONNX Runtime INT8 (QDQ)" and before["runtime"] == "PyTorch eager FP32"
     assert after["size_bytes"] < 0.25 * before["size_bytes"]
     assert after["agreement_top1"] >= 80 and after["accuracy"]["n"] == 64
-    assert out["data"]["n_scoring"] >= 32 and onnx_path.stat().st_size == after["size_bytes"]
+    assert out["data"]["scoring_pool"] >= 128 and onnx_path.stat().st_size == after["size_bytes"]
 
 
 def test_fp16_without_a_gpu_is_a_clear_message():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compress import data as D
-from compress.distill import (DistillConfig, DistillError, TrainConfig, distill, kd_loss,
+from compress.distill import (DistillError, TrainConfig, distill, kd_loss,
                               set_trainable)
 from compress.progress import Cancelled
 from compress.zoo import ZOO, build_architecture
@@ -55,7 +55,7 @@ def test_distillation_on_real_images_lowers_the_loss(cifar_asset, tiny):
     cfg = TrainConfig(epochs=3, lr=0.01, warmup_epochs=0.0, channels_last=False)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     frozen = []
-    res = distill(student, teacher, _batches(x, y), cfg, DistillConfig(4.0, 0.9), torch.device("cpu"),
+    res = distill(student, teacher, _batches(x, y), cfg, torch.device("cpu"), temperature=4.0, alpha=0.9,
                   on_progress=lambda ev: frozen.append(not any(p.requires_grad for p in teacher.parameters())))
     losses = [r.train_loss for r in res.history]
     assert losses[-1] < losses[0]
@@ -76,11 +76,11 @@ def test_label_free_mode_trains_on_an_unlabelled_folder(cifar_asset, tiny, tmp_p
     teacher = load_model("resnet18_cifar10").model
     student = build_architecture("resnet18", 10)
     cfg = TrainConfig(epochs=2, lr=0.01, warmup_epochs=0.0, channels_last=False)
-    res = distill(student, teacher, loader, cfg, DistillConfig(4.0, 1.0), torch.device("cpu"))
+    res = distill(student, teacher, loader, cfg, torch.device("cpu"), temperature=4.0, alpha=1.0)
     assert len(res.history) == 2 and res.history[-1].train_loss < res.history[0].train_loss
     with pytest.raises(DistillError, match="label-free"):
-        distill(build_architecture("resnet18", 10), teacher, loader, cfg, DistillConfig(4.0, 0.5),
-                torch.device("cpu"))
+        distill(build_architecture("resnet18", 10), teacher, loader, cfg, torch.device("cpu"),
+                temperature=4.0, alpha=0.5)
 
 
 def test_cancel_stops_within_one_step(tiny):
@@ -95,7 +95,7 @@ def test_cancel_stops_within_one_step(tiny):
     teacher = build_architecture("resnet18", 10)
     cfg = TrainConfig(epochs=5, lr=0.01, warmup_epochs=0.0, channels_last=False)
     with pytest.raises(Cancelled, match="step 1"):
-        distill(build_architecture("resnet18", 10), teacher, _batches(x, y), cfg, DistillConfig(),
+        distill(build_architecture("resnet18", 10), teacher, _batches(x, y), cfg,
                 torch.device("cpu"), on_progress=on_progress, cancel=flag)
     assert steps == [1]
 
@@ -116,7 +116,7 @@ def test_selective_unfreeze_trains_pruned_layers_bn_and_classifier():
 def test_bad_distillation_settings(T, alpha, needle):
     m = build_architecture("resnet18", 10)
     with pytest.raises(DistillError, match=needle):
-        distill(m, m, [], TrainConfig(epochs=1), DistillConfig(T, alpha), torch.device("cpu"))
+        distill(m, m, [], TrainConfig(epochs=1), torch.device("cpu"), temperature=T, alpha=alpha)
 
 
 def test_ddp_world_size_2_matches_one_process_on_the_full_batch(cifar_tar, tmp_path):
@@ -129,7 +129,7 @@ def test_ddp_world_size_2_matches_one_process_on_the_full_batch(cifar_tar, tmp_p
     from pathlib import Path
     from compress import data as D
     from compress.data import TensorBatches
-    from compress.distill import TrainConfig, fit
+    from compress.train import TrainConfig, fit
     from tests.ddp_model import GLOBAL_BATCH, MEAN, STD, small_net
 
     images = D.open_labelled(cifar_tar).subset(D.subset_indices(10_000, 2 * GLOBAL_BATCH, seed=3))

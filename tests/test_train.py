@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from compress import data as D
-from compress.distill import TrainConfig, fit
+from compress.train import TrainConfig, fit
 from compress.zoo import ZOO, build_architecture
 
 

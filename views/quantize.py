@@ -162,11 +162,10 @@ if res and res["key"] == key:
         c[2].plotly_chart(charts.variant_bars(names, [r["top-1 %"] for r in rows], "Top-1 accuracy", "%"),
                           width="stretch", key="q_acc")
     if ok:
-        labels = {i: f"{rows_src[len(rows_src) - len(ok) + i][0]} (run #{r.run_id})" for i, r in enumerate(ok)}
-        choice = st.selectbox("Make one of them the current compressed model", list(labels), key="q_pick",
-                              format_func=labels.get)
+        labels = [f"{rows_src[len(rows_src) - len(ok) + i][0]} (run #{r.run_id})" for i, r in enumerate(ok)]
+        choice = st.selectbox("Make one of them the current compressed model", labels, key="q_pick")
         if st.button("Use this model", key="q_use"):
-            point = ok[choice].point
+            point = ok[labels.index(choice)].point
             set_current(point)
             st.success(f"The current compressed model is now: {point.label}.")
 
