@@ -36,11 +36,11 @@ def _fmt_bytes(n) -> str:
 
 
 def _load(a: argparse.Namespace):
-    from compress.zoo import load_checkpoint, load_model
-    if a.checkpoint:
-        return load_checkpoint(a.checkpoint, arch=a.arch, num_classes=a.num_classes,
-                               trust_pickle=a.trust_pickle, like=a.model)
-    return load_model(a.model or "resnet18_cifar10", weights=a.weights)
+    from compress.pipeline import load_ref
+    from compress.recipe import ModelRef
+    return load_ref(ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"), weights=a.weights,
+                             checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes,
+                             trust_pickle=a.trust_pickle))
 
 
 def _names(text: str | None) -> tuple[str, ...]:

@@ -308,7 +308,7 @@ class _Context:
     def profile_quantized(self, q, reference, name: str) -> dict:
         from compress.quantize import profile_quantized
         ms, sets = self.recipe.measure, self.sets
-        return profile_quantized(q, reference if reference is not None else self.loaded.model, self.spec.name,
+        return profile_quantized(q, reference, self.spec.name,
                                  self.spec.input_size, batch=ms.batch, runs=ms.runs, warmup=ms.warmup,
                                  threads=ms.threads, eval_batches=sets.evaluation if sets else None,
                                  weights=self.loaded.weights_note, on_progress=self.stage(name)).to_json()
@@ -327,17 +327,18 @@ def _context(recipe: Recipe, loaded, sets, on_progress, cancel) -> _Context:
     return _Context(recipe, loaded, device, sets, on_progress, cancel, software_versions())
 
 
-def _check(ctx: _Context, recipe: Recipe, model) -> Any:
-    """Cheap checks first, so a bad setting fails before any slow measurement; returns the
-    teacher model (or None)."""
+def _check(ctx: _Context, recipe: Recipe, model, done: tuple = ()) -> Any:
+    """Cheap checks of the steps still to run, so a bad setting fails before any slow
+    measurement; returns the teacher model (or None)."""
     from compress import prune as P
-    if recipe.prune is not None:
+    if recipe.prune is not None and "prune" not in done:
         P.validate(model, recipe.prune)
     teacher = None
-    if recipe.recover is not None and recipe.recover.method == "distill" and recipe.recover.teacher != "original":
+    r = recipe.recover
+    if r is not None and "recover" not in done and r.method == "distill" and r.teacher != "original":
         from compress.distill import load_teacher
-        teacher = load_teacher(recipe.recover.teacher, ctx.spec)
-    if recipe.quantize is not None:
+        teacher = load_teacher(r.teacher, ctx.spec)
+    if recipe.quantize is not None and "quantize" not in done:
         from compress.quantize import validate as validate_quant
         validate_quant(model, recipe.quantize, ctx.device)
     return teacher
@@ -430,7 +431,7 @@ def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Option
 def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> Result:
     t_all = time.perf_counter()
     model = start.model if start is not None else ctx.loaded.model
-    teacher = _check(ctx, recipe, start.module if start is not None else model)
+    teacher = _check(ctx, recipe, start.module if start is not None else model, done)
     if ctx.sets is None and recipe.data.path:
         ctx.sets = open_sets(recipe, ctx.spec)
 
@@ -485,7 +486,7 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
     record = _Record(history, warnings)
     ctx = _context(base, loaded, sets, on_progress, cancel)
     model = start.model if done else ctx.loaded.model
-    teacher = _check(ctx, base, model)
+    teacher = _check(ctx, base, model if isinstance(model, nn.Module) else model.model, done)
     if ctx.sets is None and base.data.path:
         ctx.sets = open_sets(base, ctx.spec)
     emit(on_progress, "measure", 0.0, "measuring the original")

@@ -468,7 +468,9 @@ def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_
     """
     from compress.measure import (Profile, count_macs, count_params, evaluate, measure_latency,
                                   measure_peak_memory, top1_agreement)
-    params, nonzero = count_params(reference)
+    # without its float twin (a model loaded back from a run's file) the counts are the
+    # file's own, and there is nothing to compare its answers with
+    params, nonzero = count_params(reference if reference is not None else q.model)
     lat = measure_latency(q.model, input_size, q.device, batch=batch, warmup=warmup, runs=runs,
                           threads=threads, on_progress=on_progress)
     mem = None if q.onnx is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
@@ -476,9 +478,10 @@ def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_
     if eval_batches is not None:
         preds: list = []
         acc = evaluate(q.model, eval_batches, q.device, on_progress=on_progress, predictions=preds)
-        agree = top1_agreement(reference, preds, eval_batches)
+        agree = None if reference is None else top1_agreement(reference, preds, eval_batches)
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=q.size_bytes,
-                   size_gzip_bytes=q.size_gzip_bytes, macs=count_macs(reference, input_size),
+                   size_gzip_bytes=q.size_gzip_bytes,
+                   macs=count_macs(reference, input_size) if reference is not None else None,
                    input_size=tuple(input_size), latency_ms=lat, peak_memory_bytes=mem, accuracy=acc,
                    weights=weights, notes=list(q.notes), runtime=q.runtime, agreement_top1=agree)
 

@@ -256,7 +256,7 @@ with result_box:
         if job.status == "failed":
             st.error(job.error)
         else:
-            st.warning(f"Training was {job.error}. The current compressed model is unchanged.")
+            st.warning(f"Cancelled ({job.error}). The current compressed model is unchanged.")
         if job.events:
             st.plotly_chart(charts.training_curves(job.events), key="kd_stopped_chart")
     elif job is not None and job.status == "done":
