@@ -126,7 +126,6 @@ navigation = st.navigation(pages)
 restore_settings()
 slot = sidebar()
 remember_settings()
-try:
-    navigation.run()
-finally:                       # also after a page's st.stop() or st.rerun()
-    show_current(slot)
+show_current(slot)             # as the page starts (what a page that stops early leaves)
+navigation.run()
+show_current(slot)             # as the page left it: the current model after this click
