@@ -175,7 +175,7 @@ def _start_from(a: argparse.Namespace, flags_recipe, history):
     run = h.get(a.from_run)
     if run is None:
         raise CompressError(f"There is no run {a.from_run} in {h.path}.")
-    start = pipeline.point_of_run(run, h)
+    start = pipeline.point_of_run(run)
     recipe = start.recipe
     for section in STEP_SECTIONS:
         cfg = getattr(flags_recipe, section)

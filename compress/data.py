@@ -222,17 +222,13 @@ def subset_indices(n: int, limit: Optional[int] = None, seed: int = 0) -> list[i
     return sorted(rng.choice(n, size=limit, replace=False).tolist())
 
 
-def calibration_eval_split(n: int, n_calibration: int, seed: int = 0) -> tuple[list[int], list[int]]:
-    """A fixed, disjoint split of ``range(n)``: calibration/training images vs evaluation images.
-
-    The same (n, n_calibration, seed) always gives the same split, so accuracy is never
-    reported on an image used for calibration.
-    """
-    if not 0 <= n_calibration < n:
-        raise DataError(f"Cannot keep {n_calibration} of {n} images for calibration and still "
-                        "have images left to evaluate on.")
-    perm = np.random.default_rng(seed).permutation(n)
-    return sorted(perm[:n_calibration].tolist()), sorted(perm[n_calibration:].tolist())
+def scoring_split(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A fixed, disjoint split of ``range(n)``: the scoring pool (:func:`scoring_pool_size`
+    images, in a seeded order, so "the first k" is well defined) and the rest, from which the
+    evaluation subset is drawn. The same (n, seed) always gives the same split."""
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    k = scoring_pool_size(n)
+    return perm[:k], sorted(perm[k:])
 
 
 def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
@@ -422,9 +418,7 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
         raise DataError(f"{path} has no labels: accuracy needs labelled images "
                         "(labels.csv or one sub-folder per class).")
     check_labels_fit(images.labels, num_classes, model_name)
-    pool_n = scoring_pool_size(len(images))
-    perm = np.random.default_rng(seed).permutation(len(images)).tolist()
-    pool_idx = perm[:pool_n]                     # in seeded order: the first n are "the first n"
+    pool_idx, _ = scoring_split(len(images), seed)
     ev_loader, ev = eval_loader(images, transform, limit=limit, seed=seed, batch_size=batch_size,
                                 exclude=pool_idx)
     return EvalSets(list(ev_loader), len(ev), str(path), pool=images.subset(pool_idx),

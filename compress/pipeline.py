@@ -223,7 +223,7 @@ def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path
     return path
 
 
-def point_of_run(run, history=None) -> Point:
+def point_of_run(run) -> Point:
     """The session Point a history row stands for: its recipe, its saved model (loaded
     back with weights_only=True), its id. A message when the row has no usable model."""
     from compress.zoo import load_checkpoint

@@ -375,20 +375,10 @@ def test_every_page_reports_the_same_original_and_n(cifar_asset, cifar_tar, tmp_
 
 
 def test_a_history_that_breaks_mid_run_keeps_the_page_result(cifar_asset, cifar_tar, tmp_path, monkeypatch):
-    from compress.history import History
+    from test_session import break_history_after_start
     hist = tmp_path / "h.sqlite"
     monkeypatch.setenv("COMPRESSION_LAB_HISTORY", str(hist))
-    real = History.start
-
-    def start(self, *a, **k):                 # the file becomes unwritable once the run has started
-        rid = real(self, *a, **k)
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                p.unlink()
-        self.path.mkdir()
-        return rid
-    monkeypatch.setattr(History, "start", start)
+    break_history_after_start(monkeypatch)
     at = on_page("prune", data_path=str(cifar_tar), data_limit=30, prune_runs=5)
     at.button(key="prune_go").click().run()
     assert not at.exception and not at.error

@@ -62,6 +62,16 @@ def _save(tmp_path, *names):
             shutil.copy(tmp_path / name, os.path.join(os.environ["SCREENSHOT_DIR"], name))
 
 
+def _open_and_prune(browser, server: str, height: int):
+    """A new page opened straight at /prune (a bookmarked URL), pruned with the defaults."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(server + "/prune", wait_until="networkidle")
+    page.get_by_text("Parameters (estimate)").wait_for(timeout=120_000)
+    page.get_by_role("button", name="Prune", exact=True).click()
+    page.get_by_text("Before and after").wait_for(timeout=300_000)
+    return page
+
+
 def _playwright():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it as root)")
@@ -76,12 +86,8 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
     pw = _playwright()
     with pw.sync_playwright() as p:
         browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 3000})
-        page.goto(server + "/prune", wait_until="networkidle")
-        page.get_by_text("Parameters (estimate)").wait_for(timeout=120_000)
+        page = _open_and_prune(browser, server, height=3000)
         assert page.locator("[data-testid=stSidebar]").get_by_text("Compression Lab").is_visible()
-        page.get_by_role("button", name="Prune", exact=True).click()
-        page.get_by_text("Before and after").wait_for(timeout=300_000)
         page.get_by_text("Channel importance per group").wait_for(timeout=60_000)
         page.get_by_text("Output channels per layer").wait_for(timeout=60_000)
         table = page.locator("[data-testid=stTable]").first.inner_text()
@@ -162,11 +168,7 @@ def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset,
     pw = _playwright()
     with pw.sync_playwright() as p:
         browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 2200})
-        page.goto(server + "/prune", wait_until="networkidle")
-        page.get_by_text("Parameters (estimate)").wait_for(timeout=120_000)
-        page.get_by_role("button", name="Prune", exact=True).click()
-        page.get_by_text("Before and after").wait_for(timeout=300_000)
+        page = _open_and_prune(browser, server, height=2200)
         assert "s=" in page.url                                  # the session token lives in the URL
 
         page.get_by_role("link", name="Distill").click()

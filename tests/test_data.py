@@ -58,11 +58,10 @@ def test_subsets_are_deterministic_and_splits_disjoint():
     a = D.subset_indices(1000, 50, seed=3)
     assert a == D.subset_indices(1000, 50, seed=3) and len(set(a)) == 50
     assert a != D.subset_indices(1000, 50, seed=4)
-    calib, ev = D.calibration_eval_split(650, 128, seed=0)
-    assert len(calib) == 128 and len(ev) == 522 and not set(calib) & set(ev)
-    assert (calib, ev) == D.calibration_eval_split(650, 128, seed=0)
-    with pytest.raises(DataError):
-        D.calibration_eval_split(10, 10)
+    pool, rest = D.scoring_split(650, seed=0)
+    assert len(pool) == 162 and len(rest) == 488 and not set(pool) & set(rest)
+    assert (pool, rest) == D.scoring_split(650, seed=0)
+    assert len(D.scoring_split(50_000)[0]) == D.SCORING_POOL          # capped on big sets
 
 
 def test_cifar10_tarball_and_model_transforms(cifar_tar, tmp_path_factory):

@@ -2,8 +2,6 @@
 baseline, saved models that load back, a history that cannot be written, runs whose
 process died, one evaluation set for every caller."""
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +86,7 @@ def test_variants_share_one_baseline_and_each_is_a_run_with_its_model(cifar, tmp
     for r in ok:
         run = h.get(r.run_id)
         assert run.status == "done" and run.artifacts["model"].endswith("model.onnx")
-        back = pipeline.point_of_run(run, h)           # reload the run's model as a session point
+        back = pipeline.point_of_run(run)           # reload the run's model as a session point
         assert back.quantized and back.run_id == r.run_id
         x = sets.evaluation[0][0]
         assert torch.equal(back.module(x).argmax(1), r.model.model(x).argmax(1))
@@ -116,7 +114,7 @@ def test_cli_history_lists_each_model_and_checkpoint_reload_gives_the_recorded_t
         assert json.loads(p.stdout)["accuracy"]["top1"] == run["after"]["accuracy"]["top1"], run_id
 
 
-def _break_history_after_start(monkeypatch):
+def break_history_after_start(monkeypatch):
     """Once a run is recorded as started, the history file becomes unwritable for real:
     the file (and its WAL) is replaced by a directory, which SQLite cannot open."""
     real = History.start
@@ -135,7 +133,7 @@ def _break_history_after_start(monkeypatch):
 def test_cli_with_a_history_that_breaks_mid_run_prints_the_result_and_exits_0(cifar_asset, cifar_tar, tmp_path,
                                                                                monkeypatch, capsys):
     from compress.__main__ import main
-    _break_history_after_start(monkeypatch)
+    break_history_after_start(monkeypatch)
     hist = tmp_path / "h.sqlite"
     code = main(["run", "--model", "resnet18_cifar10", "--prune-ratio", "0.5", "--data", str(cifar_tar),
                  "--limit", "32", "--runs", "3", "--warmup", "1", "--history", str(hist), "--json"])

@@ -164,27 +164,34 @@ def show_warnings(warnings: list[str]) -> None:
         st.warning(w)
 
 
-def run_pipeline(recipe: Recipe, label: str, start=None, make_current: bool = True):
-    """Run ``recipe`` through the pipeline on the session's model and images, with a
-    progress bar; the run is recorded (with its model) and, with ``make_current``, becomes
-    the session's current model. Returns the Result, or None after showing the error."""
-    from compress import pipeline
-    loaded = current_model()
-    sets, err = eval_sets_for(loaded.spec)
+def _with_progress(label: str, call):
+    """``call(sets, on_progress)`` on the session's images with a progress bar; its result,
+    or None after showing the error (a user's mistake never reaches the screen as a traceback)."""
+    sets, err = eval_sets_for(current_model().spec)
     if err:
         st.error(err)
         return None
     bar = st.progress(0.0, text=f"{label}: starting")
     try:
-        result = pipeline.run(recipe, history=history(), source="app", loaded=loaded, sets=sets, start=start,
-                              on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
+        out = call(sets, lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
     except CompressError as e:
         st.error(str(e))
         return None
     finally:
         bar.empty()
-    show_warnings(result.warnings)
-    if make_current and pipeline.Point(result.recipe, None).steps:
+    show_warnings(out.warnings)
+    return out
+
+
+def run_pipeline(recipe: Recipe, label: str, start=None, make_current: bool = True):
+    """Run ``recipe`` through the pipeline on the session's model and images, with a
+    progress bar; the run is recorded (with its model) and, with ``make_current``, becomes
+    the session's current model. Returns the Result, or None after showing the error."""
+    from compress import pipeline
+    result = _with_progress(label, lambda sets, progress: pipeline.run(
+        recipe, history=history(), source="app", loaded=current_model(), sets=sets, start=start,
+        on_progress=progress))
+    if result is not None and make_current and result.point.steps:
         set_current(result.point)
     return result
 
@@ -193,23 +200,9 @@ def run_variants(recipe: Recipe, variants: list, label: str, start=None):
     """Measure quantize ``variants`` of ``recipe`` against one baseline through the
     pipeline (each recorded as a run). Returns the Variants, or None after the error."""
     from compress import pipeline
-    loaded = current_model()
-    sets, err = eval_sets_for(loaded.spec)
-    if err:
-        st.error(err)
-        return None
-    bar = st.progress(0.0, text=f"{label}: starting")
-    try:
-        out = pipeline.run_variants(recipe, variants, history=history(), source="app", loaded=loaded, sets=sets,
-                                    start=start,
-                                    on_progress=lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
-    except CompressError as e:
-        st.error(str(e))
-        return None
-    finally:
-        bar.empty()
-    show_warnings(out.warnings)
-    return out
+    return _with_progress(label, lambda sets, progress: pipeline.run_variants(
+        recipe, variants, history=history(), source="app", loaded=current_model(), sets=sets, start=start,
+        on_progress=progress))
 
 
 def artifact_bytes(model, loaded: LoadedModel) -> bytes:

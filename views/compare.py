@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +17,8 @@ import streamlit as st
 from compress import charts
 from compress.errors import CompressError
 from compress.measure import Profile
-from compress.report import compare_profiles, model_card, summary
-from views.common import (base_recipe, current, eval_sets_for, history, model_ref, require_model, run_pipeline,
+from compress.report import compare_profiles, summary
+from views.common import (base_recipe, current, history, model_ref, require_model, run_pipeline,
                           set_current)
 
 loaded = require_model()
@@ -44,8 +44,8 @@ with st.expander("Presets: one click, no settings"):
 h = history()
 every = h.runs() if h else []
 all_models = st.toggle("Show runs of every model", key="cmp_all")
-mine = [r for r in every if all_models or r.recipe.get("model") == (model_ref().__dict__ if model_ref() else None)
-        or (r.recipe.get("model", {}).get("name") == spec.name and not r.recipe.get("model", {}).get("checkpoint"))]
+this_model = asdict(model_ref())
+mine = [r for r in every if all_models or r.recipe.get("model") == this_model]
 runs = [r for r in mine if r.status == "done" and r.after and r.before]
 unfinished = [r for r in mine if r.status != "done"]
 
@@ -112,7 +112,7 @@ if runs:
                         "Classify, Quantize and Export then use it."):
         from compress.pipeline import point_of_run
         try:
-            set_current(point_of_run(chosen, h))
+            set_current(point_of_run(chosen))
             st.success(f"The current compressed model is now run #{chosen.id}'s: {current().label}.")
         except CompressError as e:
             st.error(str(e))

@@ -5,8 +5,6 @@ and charts. The pruned model becomes the session's current compressed model.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
-
 import pandas as pd
 import streamlit as st
 import torch

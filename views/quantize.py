@@ -125,6 +125,7 @@ if res and res["key"] == key:
         + [("PyTorch FP32", Profile.from_json(out.reference), None)] \
         + [(r.model.runtime + (f" on {r.device}" if r.recipe.quantize.mode in ("fp16", "bf16") else ""),
             Profile.from_json(r.after), r) for r in ok]
+    variant_names = [name for name, _, r in rows_src if r is not None]
     base = Profile.from_json(out.reference)
     rows = []
     for name, p, r in rows_src:
@@ -162,7 +163,7 @@ if res and res["key"] == key:
         c[2].plotly_chart(charts.variant_bars(names, [r["top-1 %"] for r in rows], "Top-1 accuracy", "%"),
                           width="stretch", key="q_acc")
     if ok:
-        labels = [f"{rows_src[len(rows_src) - len(ok) + i][0]} (run #{r.run_id})" for i, r in enumerate(ok)]
+        labels = [f"{name} (run #{r.run_id})" for name, r in zip(variant_names, ok)]
         choice = st.selectbox("Make one of them the current compressed model", labels, key="q_pick")
         if st.button("Use this model", key="q_use"):
             point = ok[labels.index(choice)].point
