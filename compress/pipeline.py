@@ -178,7 +178,12 @@ class _Record:
     def fail(self, run_id: Optional[int], e: BaseException) -> None:
         if run_id is None or self.history is None:
             return
-        msg = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, CompressError):
+            msg = str(e)
+        elif not isinstance(e, Exception):     # KeyboardInterrupt, or Streamlit stopping a page's script
+            msg = "stopped before it finished (interrupted, or the page that ran it was reloaded or left)"
+        else:
+            msg = f"{type(e).__name__}: {e}"
         self._safe("marked failed", self.history.fail, run_id, msg or type(e).__name__)
 
     def _save_model(self, result: Result) -> None:

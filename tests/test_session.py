@@ -193,3 +193,18 @@ def test_no_page_measures_or_writes_the_history_itself():
         for forbidden in ("profile_model(", "profile_quantized(", ".finish(", "history.start(", "Q.quantize(",
                           "prune_structured(", "prune_unstructured(", "K.recover("):
             assert forbidden not in text, f"{f.name} calls {forbidden}"
+
+
+def test_a_run_stopped_from_outside_is_recorded_in_plain_words(cifar, tmp_path):
+    """A reload stops a page's script with a BaseException (Streamlit's StopException; here
+    KeyboardInterrupt): the row says it was stopped, not an exception class name."""
+    loaded, sets = cifar
+    h = History(tmp_path / "h.sqlite")
+
+    def stop(ev):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(Recipe(data=DataRef(path=str(sets.source), limit=48), measure=FAST,
+                            prune=StructuredConfig(ratio=0.25)), history=h, loaded=loaded, sets=sets, on_progress=stop)
+    run = h.runs()[0]
+    assert run.status == "failed" and run.error.startswith("stopped before it finished")
