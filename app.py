@@ -6,7 +6,8 @@ import streamlit as st
 from compress.device import available_devices
 from compress.recipe import ModelRef
 from compress.zoo import ARCHITECTURES, ZOO, cifar10_asset_path
-from views.common import (SIDEBAR_KEYS, UPLOAD, current, default_data_path, load_model_ref, save_upload)
+from views.common import (SIDEBAR_KEYS, UPLOAD, current, default_data_path, load_model_ref, save_upload,
+                          show_crash)
 from views.jobs import workspace
 
 st.set_page_config(page_title="Compression Lab", page_icon=":material/compress:", layout="wide")
@@ -127,5 +128,8 @@ restore_settings()
 slot = sidebar()
 remember_settings()
 show_current(slot)             # as the page starts (what a page that stops early leaves)
-navigation.run()
+try:
+    navigation.run()
+except Exception as e:  # noqa: BLE001 - whatever slipped past the page: one line, and the session goes on
+    show_crash(f"showing the {navigation.title} page", e)
 show_current(slot)             # as the page left it: the current model after this click

@@ -1,4 +1,4 @@
-"""Command line: ``python -m compress {profile,run,history,models,train-baseline}``.
+"""Command line: ``python -m compress {profile,run,predict,history,models,train-baseline}``.
 
 Errors a user can cause print one plain line to stderr and exit with status 2.
 """
@@ -10,6 +10,33 @@ import sys
 from pathlib import Path
 
 from compress.errors import CompressError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _num(name: str):
+    """An argparse type for a number checked against compress/limits.py's range for ``name``."""
+    from compress.limits import BOUNDS, BadNumber, check
+    lo, hi, _ = BOUNDS[name]
+    whole = isinstance(lo, int) and isinstance(hi, int)
+
+    def parse(text: str):
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if whole else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check(name, value, "value")
+        except BadNumber as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value: ").rstrip(".")) from None
+    parse.__name__ = name.replace("_", " ")
+    return parse
 
 
 def _cmd_train_baseline(a: argparse.Namespace) -> int:
@@ -39,7 +66,7 @@ def _load(a: argparse.Namespace):
     from compress.pipeline import load_ref
     from compress.recipe import ModelRef
     return load_ref(ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"), weights=a.weights,
-                             checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes,
+                             checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes or None,
                              trust_pickle=a.trust_pickle))
 
 
@@ -91,7 +118,7 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
     return Recipe(
         model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
-                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes,
+                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes or None,
                        trust_pickle=a.trust_pickle),
         data=DataRef(path=a.data, limit=a.limit, seed=a.seed, train_path=a.train_data, train_limit=a.train_limit),
         measure=MeasureRef(device=a.device, batch=a.batch, runs=a.runs, warmup=a.warmup, threads=a.threads),
@@ -248,6 +275,49 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    """Top-k labels and probabilities per photo; a photo that cannot be read is a message of
+    its own (exit 0 when at least one photo was answered, 2 when none)."""
+    from compress.device import resolve_device
+    from compress.predict import photo_files, predict_files
+    files = photo_files(a.photos)                     # a missing path fails before the model loads
+    device = resolve_device(a.device)
+    if a.run is not None:
+        if a.model or a.checkpoint:
+            raise CompressError("Give --run N or --model/--checkpoint, not both.")
+        from compress import pipeline
+        from compress.history import History
+        h = History(a.history)
+        run = h.get(a.run)
+        if run is None:
+            raise CompressError(f"There is no run {a.run} in {h.path}.")
+        point = pipeline.point_of_run(run)
+        spec = _load_spec(point.recipe.model)
+        model, device = point.module, (device if not point.quantized else resolve_device("cpu"))
+    else:
+        loaded = _load(a)
+        spec, model = loaded.spec, loaded.model
+    entries = predict_files(model, spec, files, device, topk=a.topk)
+    if a.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            if "error" in e:
+                print(f"{e['file']}: error: {e['error']}")
+            else:
+                print(f"{e['file']}: " + ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in e["top"]))
+    for e in entries:
+        if "error" in e and a.json:
+            print(f"warning: {e['error']}", file=sys.stderr)
+    return 0 if any("top" in e for e in entries) else 2
+
+
+def _load_spec(ref):
+    """The ModelSpec (preprocessing, class names) of a recipe's original model."""
+    from compress.pipeline import load_ref
+    return load_ref(ref).spec
+
+
 def _cmd_models(a: argparse.Namespace) -> int:
     from compress.zoo import ZOO
     for spec in ZOO.values():
@@ -260,19 +330,20 @@ _model_args = [
     (("--weights",), dict(default=None, help="weights file for the zoo entry")),
     (("--checkpoint",), dict(default=None, help="your own checkpoint instead of a zoo entry")),
     (("--arch",), dict(default=None, help="architecture of --checkpoint (default: guessed)")),
-    (("--num-classes",), dict(type=int, default=None)),
+    (("--num-classes",), dict(type=_num("num_classes"), default=None,
+                              help="classes of --checkpoint (default or 0: read from the file)")),
     (("--trust-pickle",), dict(action="store_true",
                                help="allow a full pickled model (runs code from the file)")),
 ]
 _measure_args = [
     (("--data",), dict(default=None, help="labelled folder or CIFAR-10 tarball/folder")),
-    (("--limit",), dict(type=int, default=None, help="evaluate on N images (seeded)")),
-    (("--seed",), dict(type=int, default=0)),
+    (("--limit",), dict(type=_num("limit"), default=None, help="evaluate on N images (seeded)")),
+    (("--seed",), dict(type=_num("seed"), default=0)),
     (("--device",), dict(default="cpu", help="cpu, cuda or auto")),
-    (("--batch",), dict(type=int, default=1, help="batch size for latency")),
-    (("--runs",), dict(type=int, default=50, help="timed runs for latency")),
-    (("--warmup",), dict(type=int, default=10)),
-    (("--threads",), dict(type=int, default=None)),
+    (("--batch",), dict(type=_num("batch"), default=1, help="batch size for latency")),
+    (("--runs",), dict(type=_num("runs"), default=50, help="timed runs for latency")),
+    (("--warmup",), dict(type=_num("warmup"), default=10)),
+    (("--threads",), dict(type=_num("threads"), default=None)),
     (("--json",), dict(action="store_true", help="print one JSON object")),
 ]
 
@@ -280,7 +351,7 @@ _measure_args = [
 def main(argv: list[str] | None = None) -> int:
     from compress.prune import CRITERIA
     from compress.quantize import MODES
-    p = argparse.ArgumentParser(prog="python -m compress", description=__doc__)
+    p = _Parser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     pr = sub.add_parser("profile", help="measure a model: params, bytes, MACs, latency, accuracy")
@@ -293,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a recipe JSON file (see compress/recipe.py); without it, the flags below")
     for args, kw in _model_args + _measure_args:
         ru.add_argument(*args, **kw)
-    ru.add_argument("--prune-ratio", type=float, default=None,
+    ru.add_argument("--prune-ratio", type=_num("prune_ratio"), default=None,
                     help="structured pruning: fraction of channels to remove (0-0.9); with "
                          "--prune-target macs/params, the fraction of MACs/params to remove")
     ru.add_argument("--prune-criterion", default="l1", choices=list(CRITERIA))
@@ -301,38 +372,38 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--prune-target", default="ratio", choices=["ratio", "macs", "params"])
     ru.add_argument("--prune-layers", default=None,
                     help="single-layer mode: prune only these layers (comma-separated), e.g. layer2.0.conv1")
-    ru.add_argument("--prune-steps", type=int, default=1, help="reach the ratio in N steps")
+    ru.add_argument("--prune-steps", type=_num("prune_steps"), default=1, help="reach the ratio in N steps")
     ru.add_argument("--protect", default=None,
                     help="layers never pruned, comma-separated; 'none' for none "
                          "(default: the stem conv and the classifier)")
-    ru.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of N")
-    ru.add_argument("--unstructured-amount", type=float, default=None,
+    ru.add_argument("--round-to", type=_num("round_to"), default=None, help="keep channel counts multiples of N")
+    ru.add_argument("--unstructured-amount", type=_num("unstructured_amount"), default=None,
                     help="unstructured pruning: fraction of weights set to zero (0-0.95)")
     ru.add_argument("--unstructured-method", default="l1", choices=["l1", "random"])
     ru.add_argument("--unstructured-scope", default="global", choices=["global", "layer"])
     ru.add_argument("--quantize", default="none", choices=["none"] + list(MODES),
                     help="quantize after pruning; `after` is measured in the runtime that runs it")
-    ru.add_argument("--calib", type=int, default=128, help="calibration images (kept apart from evaluation)")
+    ru.add_argument("--calib", type=_num("calibration"), default=128, help="calibration images (kept apart from evaluation)")
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
     ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
-    ru.add_argument("--finetune-epochs", type=int, default=0, help="recover after pruning by fine-tuning")
-    ru.add_argument("--distill-epochs", type=int, default=0,
+    ru.add_argument("--finetune-epochs", type=_num("recover_epochs"), default=0, help="recover after pruning by fine-tuning")
+    ru.add_argument("--distill-epochs", type=_num("recover_epochs"), default=0,
                     help="recover after pruning by knowledge distillation from --teacher")
-    ru.add_argument("--distill-T", type=float, default=4.0, help="distillation temperature")
-    ru.add_argument("--distill-alpha", type=float, default=0.9,
+    ru.add_argument("--distill-T", type=_num("temperature"), default=4.0, help="distillation temperature")
+    ru.add_argument("--distill-alpha", type=_num("alpha"), default=0.9,
                     help="weight of the teacher's term (1 = label-free: no labels needed)")
     ru.add_argument("--teacher", default=None, help="zoo entry to distil from (default: the unpruned model)")
-    ru.add_argument("--lr", type=float, default=0.01, help="recovery learning rate (SGD, cosine)")
+    ru.add_argument("--lr", type=_num("lr"), default=0.01, help="recovery learning rate (SGD, cosine)")
     ru.add_argument("--unfreeze", default="all", choices=["pruned", "all"],
                     help="pruned: only pruned layers, BatchNorms and the classifier train")
-    ru.add_argument("--keep-worst", type=int, default=0,
+    ru.add_argument("--keep-worst", type=_num("keep_worst"), default=0,
                     help="also keep the K layers with the highest quantization error (SQNR) in float")
-    ru.add_argument("--qat-epochs", type=int, default=1)
-    ru.add_argument("--qat-lr", type=float, default=1e-4)
+    ru.add_argument("--qat-epochs", type=_num("qat_epochs"), default=1)
+    ru.add_argument("--qat-lr", type=_num("lr"), default=1e-4)
     ru.add_argument("--train-data", default=None,
                     help="labelled training photos (QAT); a CIFAR-10 tarball/folder uses its train split")
-    ru.add_argument("--train-limit", type=int, default=None, help="train on N images (seeded)")
+    ru.add_argument("--train-limit", type=_num("train_limit"), default=None, help="train on N images (seeded)")
     ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
     ru.add_argument("--export", default=None,
                     help="comma-separated: checkpoint, torchscript, onnx, executorch, tensorrt; each file is "
@@ -341,16 +412,29 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--history", default=None, help="history file (default: COMPRESSION_LAB_HISTORY or "
                                                     "~/.cache/compression-lab/history.sqlite)")
     ru.add_argument("--no-history", action="store_true", help="do not record this run")
-    ru.add_argument("--from-run", type=int, default=None, metavar="ID",
+    ru.add_argument("--from-run", type=_num("run_id"), default=None, metavar="ID",
                     help="start from run ID's saved model: its steps are not redone; the flags add steps")
     ru.set_defaults(func=_cmd_run)
 
     hi = sub.add_parser("history", help="list (or delete) recorded runs")
     hi.add_argument("--history", default=None)
-    hi.add_argument("--status", default=None, choices=["running", "done", "failed", "interrupted"])
-    hi.add_argument("--delete", type=int, default=None, metavar="ID")
+    hi.add_argument("--status", default=None, choices=["running", "done", "failed", "cancelled", "interrupted"])
+    hi.add_argument("--delete", type=_num("run_id"), default=None, metavar="ID")
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(func=_cmd_history)
+
+    pd = sub.add_parser("predict", help="classify photos: top-k labels and probabilities per photo")
+    pd.add_argument("photos", nargs="+", help="photo files or folders of photos")
+    for args, kw in _model_args:
+        pd.add_argument(*args, **kw)
+    pd.add_argument("--run", type=_num("run_id"), default=None, metavar="ID",
+                    help="use the model a history run saved (e.g. a pruned or INT8 one)")
+    pd.add_argument("--history", default=None, help="history file for --run")
+    pd.add_argument("--topk", type=_num("topk"), default=5)
+    pd.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    pd.add_argument("--json", action="store_true",
+                    help='one list: {"file", "top": [{"index", "label", "prob"}]} or {"file", "error"} per photo')
+    pd.set_defaults(func=_cmd_predict)
 
     mo = sub.add_parser("models", help="list the model zoo")
     mo.set_defaults(func=_cmd_models)
@@ -358,13 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train-baseline", help="train the project's CIFAR-10 ResNet18")
     t.add_argument("model")
     t.add_argument("--data", required=True, help="cifar10-jpeg.tar.gz or a CIFAR-10 folder")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch", type=int, default=128,
+    t.add_argument("--epochs", type=_num("epochs"), default=30)
+    t.add_argument("--batch", type=_num("batch_size"), default=128,
                    help="images per step over all processes (split evenly under torchrun)")
-    t.add_argument("--train-limit", type=int, default=None,
+    t.add_argument("--train-limit", type=_num("train_limit"), default=None,
                    help="train on a seeded subset of this many training images")
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=_num("lr"), default=0.1)
+    t.add_argument("--seed", type=_num("seed"), default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets"))
     t.add_argument("--workdir", default=None, help="per-epoch checkpoints (for --resume)")

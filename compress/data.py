@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from compress.errors import DataError
@@ -189,11 +189,15 @@ def download_cifar10(split: str = "test", root: Optional[Path] = None) -> Path:
 
 
 def open_rgb(path: Path) -> Image.Image:
+    """One dataset image as the user sees it (see :func:`compress.images.to_rgb`); a
+    DataError naming the file for anything that cannot be read, including images too large
+    to decode safely."""
+    from compress.errors import ImageError
+    from compress.images import open_image_file
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"Cannot read image {path}: {e}") from None
+        return open_image_file(path)
+    except ImageError as e:
+        raise DataError(f"A dataset image cannot be used: {e}") from None
 
 
 class ImageListDataset(Dataset):

@@ -140,8 +140,8 @@ def validate_recover(cfg: RecoverConfig) -> None:
     if cfg.unfreeze not in UNFREEZE:
         raise DistillError(f"Unknown unfreeze choice {cfg.unfreeze!r}: use 'pruned' or 'all'.")
     if cfg.method == "distill":
-        if cfg.temperature <= 0:
-            raise DistillError(f"Temperature must be positive, not {cfg.temperature}.")
+        if not 0.05 <= cfg.temperature <= 100:
+            raise DistillError(f"Temperature must be between 0.05 and 100, not {cfg.temperature}.")
         if not 0.0 <= cfg.alpha <= 1.0:
             raise DistillError(f"α must be between 0 and 1, not {cfg.alpha}.")
 

@@ -24,7 +24,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,              -- running | done | failed (read back: interrupted)
+    status TEXT NOT NULL,              -- running | done | failed | cancelled (read back: interrupted)
     source TEXT NOT NULL DEFAULT '',   -- cli | app | test
     recipe_json TEXT NOT NULL,
     before_json TEXT, after_json TEXT, steps_json TEXT, artifacts_json TEXT,
@@ -122,8 +122,11 @@ class History:
                     (json.dumps(before), json.dumps(after), json.dumps(steps), json.dumps(artifacts),
                      time.time(), run_id))
 
-    def fail(self, run_id: int, error: str) -> None:
-        self._write("UPDATE runs SET status='failed', error=?, ended=? WHERE id=?", (error, time.time(), run_id))
+    def fail(self, run_id: int, error: str, status: str = "failed") -> None:
+        """Mark a run as ended without a result: ``failed``, or ``cancelled`` by its user."""
+        if status not in ("failed", "cancelled"):
+            raise ValueError(status)
+        self._write("UPDATE runs SET status=?, error=?, ended=? WHERE id=?", (status, error, time.time(), run_id))
 
     def delete(self, run_id: int) -> bool:
         try:

@@ -1,7 +1,7 @@
 """Turning an uploaded file into a model input, and classifying it.
 
-Accepted: JPEG, PNG, WebP, BMP (anything Pillow decodes), including grayscale,
-palette, RGBA, CMYK and EXIF-rotated images. Rejected with :class:`ImageError`:
+Accepted: JPEG, PNG, WebP, BMP, TIFF, GIF (anything Pillow decodes), including grayscale,
+palette, RGBA, CMYK, 16-bit and float, animated (first frame) and EXIF-rotated images. Rejected with :class:`ImageError`:
 non-images, truncated files and images over ``MAX_PIXELS``.
 """
 from __future__ import annotations
@@ -42,14 +42,68 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
                          f"is {MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first.") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP or BMP expected).") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, struct.error…
         raise ImageError(f"{name} is damaged or truncated and cannot be decoded ({e}).") from None
+    return to_rgb(im)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image as 8-bit grayscale, scaled by its bit depth
+    (Pillow's own convert clips values above 255, so a 16-bit photo turns white)."""
+    import numpy as np
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        top = 1.0 if a.size and float(np.nanmax(a)) <= 1.0 else max(float(np.nanmax(a)) if a.size else 1.0, 1.0)
+    elif im.mode.startswith("I;16") or (a.size and float(a.max()) <= 65535 and float(a.max()) > 255):
+        top = 65535.0
+    else:
+        top = max(float(a.max()) if a.size else 255.0, 255.0)
+    a = np.nan_to_num(a, nan=0.0).clip(0, top) * (255.0 / top)
+    return Image.fromarray(a.round().astype(np.uint8), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any decoded image as upright 8-bit RGB, the way a person sees it: EXIF rotation
+    applied, the first frame of an animation, transparency over white, 16-bit and float
+    images scaled (not clipped), CMYK/palette/LA converted."""
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _to_8bit(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, im)
     return im.convert("RGB")
+
+
+def open_image_file(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A file from a dataset as upright RGB, or ImageError naming the file and the reason
+    (not an image, damaged, or more pixels than ``max_pixels``, checked from the header
+    before anything is decoded)."""
+    name = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the size check below names it
+            with Image.open(path) as im:               # reads the header only
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                                     f"{max_pixels / 1e6:.0f} megapixels (a decompression bomb, or a photo "
+                                     "to downscale). Remove it from the folder.")
+                im.load()
+                return to_rgb(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} has more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a "
+                         "decompression bomb?). Remove it from the folder.") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image Pillow can read.") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, struct.error…
+        raise ImageError(f"{name} is damaged or truncated and cannot be decoded "
+                         f"({type(e).__name__}: {str(e)[:120]}).") from None
 
 
 @dataclass

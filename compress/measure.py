@@ -218,6 +218,9 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int, int], device: 
                     threads: Optional[int] = None, on_progress: Optional[OnProgress] = None,
                     cancel: Optional[Cancel] = None) -> Latency:
     """Median and p90 wall time of ``model(x)`` over ``runs`` timed runs after ``warmup``."""
+    from compress.limits import check, check_optional
+    batch, runs, warmup = check("batch", batch), check("runs", runs), check("warmup", warmup)
+    threads = check_optional("threads", threads)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

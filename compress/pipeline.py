@@ -139,6 +139,7 @@ class Variants:
     results: list                      # a Result per variant, or {"config", "error"} for one that failed
     data: Optional[dict] = None
     warnings: list[str] = field(default_factory=list)
+    baselines: list = field(default_factory=list)   # a Result (not recorded) per reference, or {"config", "error"}
 
 
 # ------------------------------------------------------------------ the history, kept safe
@@ -178,13 +179,17 @@ class _Record:
     def fail(self, run_id: Optional[int], e: BaseException) -> None:
         if run_id is None or self.history is None:
             return
-        if isinstance(e, CompressError):
+        from compress.progress import Cancelled
+        status = "failed"
+        if isinstance(e, Cancelled):
+            status, msg = "cancelled", f"cancelled by the user ({e})" if str(e) else "cancelled by the user"
+        elif isinstance(e, CompressError):
             msg = str(e)
         elif not isinstance(e, Exception):     # KeyboardInterrupt, or Streamlit stopping a page's script
             msg = "stopped before it finished (interrupted, or the page that ran it was reloaded or left)"
         else:
             msg = f"{type(e).__name__}: {e}"
-        self._safe("marked failed", self.history.fail, run_id, msg or type(e).__name__)
+        self._safe(f"marked {status}", self.history.fail, run_id, msg or type(e).__name__, status)
 
     def _save_model(self, result: Result) -> None:
         try:
@@ -265,7 +270,7 @@ def load_ref(m):
     """The one model loader: a ModelRef's model (zoo entry, or checkpoint file) as a LoadedModel."""
     from compress.zoo import load_checkpoint, load_model
     if m.checkpoint:
-        return load_checkpoint(m.checkpoint, arch=m.arch, num_classes=m.num_classes, like=m.name or None,
+        return load_checkpoint(m.checkpoint, arch=m.arch, num_classes=m.num_classes or None, like=m.name or None,
                                trust_pickle=m.trust_pickle)
     return load_model(m.name, weights=m.weights)
 
@@ -337,7 +342,7 @@ def _check(ctx: _Context, recipe: Recipe, model, done: tuple = ()) -> Any:
     measurement; returns the teacher model (or None)."""
     from compress import prune as P
     if recipe.prune is not None and "prune" not in done:
-        P.validate(model, recipe.prune)
+        P.check_removes_something(model, recipe.prune, ctx.spec.input_size)
     teacher = None
     r = recipe.recover
     if r is not None and "recover" not in done and r.method == "distill" and r.teacher != "original":
@@ -346,7 +351,33 @@ def _check(ctx: _Context, recipe: Recipe, model, done: tuple = ()) -> Any:
     if recipe.quantize is not None and "quantize" not in done:
         from compress.quantize import validate as validate_quant
         validate_quant(model, recipe.quantize, ctx.device)
+    _check_training_images(recipe, done)
     return teacher
+
+
+def _check_training_images(recipe: Recipe, done: tuple = ()) -> None:
+    """The training photos exist, and have labels when the step still to run needs them."""
+    from compress import data as D
+    from compress.errors import DataError
+    r, q = recipe.recover, recipe.quantize
+    needs = []                                       # (what, needs labels)
+    if r is not None and "recover" not in done:
+        needs.append((f"{'distillation' if r.method == 'distill' else 'fine-tuning'}",
+                      r.method == "finetune" or r.alpha < 1.0))
+    if q is not None and q.mode == "qat" and "quantize" not in done:
+        needs.append(("QAT", True))
+    if not needs:
+        return
+    path = recipe.data.train_path
+    if not path:
+        raise DataError(f"{needs[0][0]} trains on photos: give training photos (data.train_path).")
+    images = D.open_training(path)
+    for what, labels in needs:
+        if labels and not images.labelled:
+            hint = (" Use distillation with α = 1 (label-free) instead." if what != "QAT" else
+                    " Give one sub-folder per class, a labels.csv, or a CIFAR-10 tarball.")
+            raise DataError(f"{what} trains on labelled photos, and {path} holds {len(images)} photos "
+                            f"without labels.{hint}")
 
 
 def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, steps: list, raw: dict):
@@ -476,12 +507,13 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
 
 def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnProgress] = None,
                  cancel: Optional[Cancel] = None, history=None, source: str = "", loaded=None, sets=None,
-                 start: Optional[Point] = None) -> Variants:
+                 start: Optional[Point] = None, references: Sequence = ()) -> Variants:
     """Measure each quantize variant (a ``QuantConfig``) of ``recipe`` against one baseline:
     the original and the float model they start from are measured once, every variant on
     the same images in the same run. Each variant is recorded as a run of its own (its
-    ``before`` is that shared original); one that fails is reported and the rest go on."""
-    from compress.quantize import MODES
+    ``before`` is that shared original); one that fails is reported and the rest go on.
+    ``references`` (e.g. ONNX Runtime FP32, the fair float baseline for ONNX Runtime INT8)
+    are measured the same way but not recorded: they are yardsticks, not results."""
     from compress.quantize import validate as validate_quant
     from compress.recipe import validate
     base = replace(recipe, quantize=None)
@@ -492,6 +524,18 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
     ctx = _context(base, loaded, sets, on_progress, cancel)
     model = start.model if done else ctx.loaded.model
     teacher = _check(ctx, base, model if isinstance(model, nn.Module) else model.model, done)
+    problems = []
+    for qc in list(references) + list(variants):   # every check that needs no model run, first
+        vr = replace(recipe, quantize=qc)
+        try:
+            validate(vr)
+            validate_quant(model if isinstance(model, nn.Module) else model.model, qc, _variant_device(ctx, qc))
+            _check_training_images(vr, done)
+        except CompressError as e:
+            problems.append(f"{qc.mode}: {e}")
+    if problems:
+        raise PipelineError("Nothing was measured: " + ("\n\n" if len(problems) > 1 else "")
+                            + "\n\n".join(problems))
     if ctx.sets is None and base.data.path:
         ctx.sets = open_sets(base, ctx.spec)
     emit(on_progress, "measure", 0.0, "measuring the original")
@@ -501,17 +545,17 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
     float_model = _float_steps(ctx, base, model, done, teacher, steps, raw)
     reference = before if float_model is ctx.loaded.model else ctx.profile(float_model, "float reference")
     results: list = []
-    for i, qc in enumerate(variants):
+    baselines: list = []
+    todo = [(qc, False) for qc in references] + [(qc, True) for qc in variants]
+    for i, (qc, recorded) in enumerate(todo):
         vr = replace(recipe, quantize=qc, name=recipe.name or "")
-        emit(on_progress, "variant", i / max(len(variants), 1), f"{qc.mode}: quantizing and measuring")
+        emit(on_progress, "variant", i / max(len(todo), 1), f"{qc.mode}: quantizing and measuring")
         run_id = None
         try:
-            validate(vr)
-            # each variant runs where its runtime runs: CPU-only modes on the CPU beside a GPU
-            dev = ctx.device if qc.mode not in MODES or ctx.device.type in MODES[qc.mode].devices \
-                else torch.device("cpu")
+            dev = _variant_device(ctx, qc)
             validate_quant(float_model, qc, dev)
-            run_id = record.start(vr, source, str(dev), ctx.versions)
+            if recorded:
+                run_id = record.start(vr, source, str(dev), ctx.versions)
             t0 = time.perf_counter()
             vsteps, vraw = list(steps), dict(raw)
             q = _quantize(ctx, vr, float_model, vsteps, vraw, device=dev)
@@ -522,13 +566,22 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
                          start_run=start.run_id if done else None,
                          start_profile=reference if done else None, run_id=run_id,
                          seconds=time.perf_counter() - t0, warnings=warnings)
-            record.finish(res)
-            results.append(res)
+            if recorded:
+                record.finish(res)
+            (results if recorded else baselines).append(res)
         except CompressError as e:
             record.fail(run_id, e)
-            results.append({"config": qc, "error": str(e)})
+            (results if recorded else baselines).append({"config": qc, "error": str(e)})
     return Variants(before=before, reference=reference, results=results, data=ctx.data_json(),
-                    warnings=warnings)
+                    warnings=warnings, baselines=baselines)
+
+
+def _variant_device(ctx: _Context, qc) -> torch.device:
+    """Each variant runs where its runtime runs: CPU-only modes on the CPU beside a GPU."""
+    from compress.quantize import MODES
+    if qc.mode not in MODES or ctx.device.type in MODES[qc.mode].devices:
+        return ctx.device
+    return torch.device("cpu")
 
 
 # ------------------------------------------------------------------ export

@@ -94,6 +94,10 @@ class ImportanceReport:
                 "channels_after": sum(g.channels_after for g in self.groups),
                 "per_group": {g.root: [g.channels_before, g.channels_after] for g in self.groups}}
 
+    @property
+    def removed_any(self) -> bool:
+        return any(g.removed for g in self.groups)
+
     def by_root(self) -> dict[str, GroupReport]:
         return {g.root: g for g in self.groups}
 
@@ -102,15 +106,29 @@ def _module_names(model: nn.Module) -> dict[nn.Module, str]:
     return {m: n for n, m in model.named_modules()}
 
 
-def default_protected(model: nn.Module) -> tuple[str, ...]:
-    """The stem (first conv) and the classifier (last Linear), found by order, not by name."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+def output_layers(model: nn.Module) -> tuple[str, ...]:
+    """The layer whose output channels are the model's outputs (the class scores): the last
+    Linear, or the last Conv2d in a model without one. Channel pruning never shrinks it
+    (its inputs still shrink with the layer before it)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return tuple(x for x in (convs[:1] + linears[-1:]))
+    if linears:
+        return (linears[-1],)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return tuple(convs[-1:])
+
+
+def default_protected(model: nn.Module) -> tuple[str, ...]:
+    """The stem (first conv), found by order, not by name. (The output layer is never
+    pruned whatever is protected: see :func:`output_layers`.)"""
+    out = set(output_layers(model))
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in out]
+    return tuple(convs[:1])
 
 
 def prunable_layers(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Conv2d and Linear layers whose output channels may be removed (not the output layer)."""
+    out = set(output_layers(model))
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in out]
 
 
 def _importance(criterion: str):
@@ -136,25 +154,40 @@ def validate(model: nn.Module, cfg: StructuredConfig) -> None:
         raise PruneError(f"Pruning ratio {cfg.ratio} is out of range: use 0 to 0.9 "
                          "(1.0 would remove every channel).")
     names = dict(model.named_modules())
+    outputs = output_layers(model)
     for name, r in cfg.layer_ratios:
         if name not in names:
             raise PruneError(f"Layer {name!r} does not exist in this model.")
         if not 0.0 <= r < 1.0:
             raise PruneError(f"Ratio {r} for layer {name} would remove every channel: use 0 to 0.9.")
-    for name in tuple(cfg.only_layers) + tuple(cfg.protected or ()):
+    for name in tuple(cfg.only_layers) + tuple(cfg.protected or ()) + tuple(n for n, _ in cfg.layer_ratios):
         if name not in names:
             raise PruneError(f"Layer {name!r} does not exist in this model.")
         if not isinstance(names[name], (nn.Conv2d, nn.Linear)):
             raise PruneError(f"Layer {name} is a {type(names[name]).__name__}; only Conv2d and "
                              "Linear layers can be chosen for channel pruning.")
+    for name in tuple(cfg.only_layers) + tuple(n for n, _ in cfg.layer_ratios):
+        if name in outputs:
+            m = names[name]
+            n_out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+            raise PruneError(f"{name} is the output layer: its {n_out} channels are the model's {n_out} "
+                             "classes, so channel pruning never removes any (its inputs shrink with the "
+                             "layer before it). Choose another layer.")
     if not prunable_layers(model):
-        raise PruneError("This model has no Conv2d or Linear layer: nothing to prune.")
+        raise PruneError("This model has no Conv2d or Linear layer before its output layer: nothing to prune.")
+    protected = set(default_protected(model) if cfg.protected is None else cfg.protected)
+    if cfg.only_layers and set(cfg.only_layers) <= protected:
+        raise PruneError(f"Nothing to prune: {', '.join(cfg.only_layers)} "
+                         f"{'is' if len(cfg.only_layers) == 1 else 'are'} protected. Unprotect "
+                         f"{'it' if len(cfg.only_layers) == 1 else 'them'} or choose other layers.")
+    if cfg.target == "ratio" and not cfg.ratio and not any(r for _, r in cfg.layer_ratios):
+        raise PruneError("Nothing to prune: a channel ratio of 0 removes no channel. Choose a ratio above 0.")
 
 
 def _make_pruner(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor, steps: int = 1):
     names = dict(model.named_modules())
     protected = default_protected(model) if cfg.protected is None else cfg.protected
-    ignored = [names[n] for n in protected]
+    ignored = [names[n] for n in dict.fromkeys(tuple(protected) + output_layers(model))]
     ratio, scope = cfg.ratio, cfg.scope
     ratio_dict = {names[name]: r for name, r in cfg.layer_ratios}
     if cfg.only_layers:
@@ -253,9 +286,32 @@ def _one_step(work: nn.Module, pruner, cfg: StructuredConfig, batches, apply: bo
 Recover = Callable[[nn.Module, int], None]
 
 
+def _nothing_removed(cfg: StructuredConfig) -> str:
+    where = f"in {', '.join(cfg.only_layers)}" if cfg.only_layers else "in any layer"
+    return (f"Nothing to prune: at channel ratio {cfg.ratio:g} no channel {where} would be removed "
+            "(groups are small, protected, or rounded back up). Raise the ratio, unprotect layers or "
+            "choose others.")
+
+
+def check_removes_something(model: nn.Module, cfg: StructuredConfig, input_size) -> None:
+    """Raise PruneError before any slow work when ``cfg`` would remove no channel. Counts come
+    from a dry run with the data-free L1 score (how many channels go does not depend on the
+    criterion in uniform scope, and hardly in global). MACs/params targets are searched and
+    checked there instead."""
+    from dataclasses import replace
+    validate(model, cfg)
+    if cfg.target != "ratio":
+        return
+    if cfg.criterion in NEEDS_DATA:
+        cfg = replace(cfg, criterion="l1")
+    if not importance_report(model, cfg, input_size).removed_any:
+        raise PruneError(_nothing_removed(cfg))
+
+
 def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bool,
          steps: int = 1, recover: Optional[Recover] = None,
-         on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None):
+         on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None,
+         require_removal: bool = False):
     validate(model, cfg)
     if steps < 1:
         raise PruneError(f"Iterative pruning needs at least 1 step, not {steps}.")
@@ -274,6 +330,8 @@ def _run(model: nn.Module, cfg: StructuredConfig, input_size, batches, apply: bo
         for g in reports[-1].groups:
             if g.channels_after <= 0:
                 raise PruneError(f"Pruning would remove every channel of {g.root}: lower the ratio.")
+        if require_removal and k == steps and not any(r.removed_any for r in reports):
+            raise PruneError(_nothing_removed(cfg))
         if recover is not None:
             emit(on_progress, "recover", k / steps, f"step {k}/{steps}: recovering accuracy")
             recover(work, k)
@@ -323,7 +381,7 @@ def prune_iterative(model: nn.Module, cfg: StructuredConfig, input_size, steps: 
     """
     cfg = _resolve_target(model, cfg, input_size, batches)
     return _run(model, cfg, input_size, batches, apply=True, steps=steps, recover=recover,
-                on_progress=on_progress, cancel=cancel)
+                on_progress=on_progress, cancel=cancel, require_removal=True)
 
 
 def estimate(model: nn.Module, cfg: StructuredConfig, input_size) -> dict:
@@ -335,7 +393,7 @@ def estimate(model: nn.Module, cfg: StructuredConfig, input_size) -> dict:
     if cfg.criterion in NEEDS_DATA:
         cfg = replace(cfg, criterion="l1")
     cfg = _resolve_target(model, cfg, input_size, None)
-    pruned, _ = _run(model, cfg, input_size, None, apply=True)
+    pruned, _ = _run(model, cfg, input_size, None, apply=True, require_removal=True)
     return {"ratio": cfg.ratio, "params": count_params(pruned)[0],
             "macs": count_macs(pruned, input_size)}
 

@@ -350,8 +350,12 @@ def _qat(model, cfg, input_size, train_batches, on_progress, cancel) -> Quantize
     from torch.ao.quantization import QConfigMapping, get_default_qat_qconfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
     from compress.train import TrainConfig, fit
+    from compress.distill import _has_labels
     if train_batches is None:
         raise QuantizeError("QAT fine-tunes on labelled training photos: give a training set.")
+    if not _has_labels(train_batches):
+        raise QuantizeError("QAT fine-tunes on labelled training photos; these have no labels. Give one "
+                            "sub-folder per class, a labels.csv, or a CIFAR-10 tarball.")
     torch.backends.quantized.engine = cfg.backend
     qmap = QConfigMapping().set_global(get_default_qat_qconfig(cfg.backend))
     for n in cfg.keep_float:

@@ -104,9 +104,17 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
         p = Path(path)
+        if p.is_dir():
+            raise RecipeError(f"{p} is a folder; give a recipe file (JSON).")
         if not p.is_file():
             raise RecipeError(f"Recipe file {p} does not exist.")
-        return cls.from_json(p.read_text())
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecipeError(f"{p.name} is not a UTF-8 text file; a recipe is a JSON text file.") from None
+        except OSError as e:
+            raise RecipeError(f"Recipe file {p} cannot be read: {e.strerror or e}.") from None
+        return cls.from_json(text)
 
     def with_step(self, section: str, config) -> "Recipe":
         """This recipe with ``section`` set to ``config`` and every later step dropped (they
@@ -142,8 +150,7 @@ def validate(recipe: Recipe) -> None:
     for f in recipe.export.formats:
         if f not in EXPORT_FORMATS:
             raise RecipeError(f"export.formats: unknown format {f!r}; use {', '.join(EXPORT_FORMATS)}.")
-    if recipe.prune_steps < 1:
-        raise RecipeError("prune_steps: must be 1 or more.")
+    _check_numbers(recipe)
     if recipe.recover is not None:
         if recipe.prune is None:
             raise RecipeError("recover: recovery trains a pruned model; add a prune step.")
@@ -175,6 +182,38 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"prune.criterion: unknown {recipe.prune.criterion!r}; use {', '.join(CRITERIA)}.")
 
 
+def _check_numbers(recipe: Recipe) -> None:
+    """Every number against its range (compress/limits.py), named by its place in the file."""
+    from compress.limits import BadNumber, check, check_optional
+    m, d, r = recipe.measure, recipe.data, recipe
+    checks = [("batch", m.batch, "measure.batch"), ("runs", m.runs, "measure.runs"),
+              ("warmup", m.warmup, "measure.warmup"), ("seed", d.seed, "data.seed"),
+              ("prune_steps", r.prune_steps, "prune_steps")]
+    optional = [("threads", m.threads, "measure.threads"), ("limit", d.limit, "data.limit"),
+                ("train_limit", d.train_limit, "data.train_limit"),
+                ("num_classes", recipe.model.num_classes, "model.num_classes")]
+    if r.prune is not None:
+        optional += [("prune_ratio", r.prune.ratio, "prune.ratio"), ("round_to", r.prune.round_to, "prune.round_to")]
+        for i, (name, ratio) in enumerate(r.prune.layer_ratios):
+            checks.append(("prune_ratio", ratio, f"prune.layer_ratios[{i}] ({name})"))
+    if r.quantize is not None:
+        checks += [("calibration", r.quantize.calibration, "quantize.calibration"),
+                   ("keep_worst", r.quantize.keep_worst, "quantize.keep_worst"),
+                   ("qat_epochs", r.quantize.qat_epochs, "quantize.qat_epochs"),
+                   ("lr", r.quantize.qat_lr, "quantize.qat_lr")]
+    if r.unstructured is not None:
+        checks.append(("unstructured_amount", r.unstructured.amount, "unstructured.amount"))
+    try:
+        for name, value, where in checks:
+            check(name, value, where)
+        for name, value, where in optional:
+            check_optional(name, value, where)
+    except BadNumber as e:
+        raise RecipeError(str(e)) from None
+    if not (m.device in ("auto", "cpu", "cuda") or m.device.startswith("cuda:")):
+        raise RecipeError(f"measure.device: {m.device!r} is not a device; use auto, cpu or cuda.")
+
+
 # ------------------------------------------------------------------ typed JSON reading
 
 def _build(cls, d: Any, where: str):
@@ -194,6 +233,10 @@ def _build(cls, d: Any, where: str):
     return cls(**kwargs)
 
 
+def _type_name(tp) -> str:
+    return {str: "text", int: "a whole number", float: "a number", bool: "true/false"}.get(tp, "a value")
+
+
 def _value(tp, v, where: str):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -209,6 +252,9 @@ def _value(tp, v, where: str):
             raise RecipeError(f"{where}: expected a list, got {json.dumps(v)}.")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
+        if len(v) != len(args):
+            raise RecipeError(f"{where}: expected a list of {len(args)} items "
+                              f"({', '.join(_type_name(a) for a in args)}), got {json.dumps(v)}.")
         return tuple(_value(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v)))
     if tp is bool:
         if not isinstance(v, bool):

@@ -248,23 +248,88 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C       # the first pickle of a pre-1.6 torch.save file
+
+
+def _legacy_globals(p: Path) -> Optional[list[str]]:
+    """The classes and functions a pre-1.6 (non-zip) torch.save file refers to, read without
+    running it (``pickletools``); None when the file is not such a checkpoint."""
+    import pickletools
+    try:
+        with open(p, "rb") as f:
+            ops = list(pickletools.genops(f))          # the first pickle: the magic number
+            if not any(op.name in ("LONG1", "LONG4", "LONG") and arg == LEGACY_MAGIC for op, arg, _ in ops):
+                return None
+            found, strings = [], []
+            for _ in range(3):                          # protocol version, sys info, the object
+                for op, arg, _pos in pickletools.genops(f):
+                    if op.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            return found
+    except Exception:  # noqa: BLE001 - any parse failure means "not a legacy checkpoint"
+        return None
+
+
+def pickled_classes(p: Path) -> Optional[list[str]]:
+    """Classes/functions a torch.save file needs that ``weights_only=True`` refuses, found by
+    reading the pickle's opcodes without executing anything. None: not a torch.save file at
+    all (random bytes, a plain pickle, a truncated archive)."""
+    import zipfile
+    if zipfile.is_zipfile(p):
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
+        except Exception:  # noqa: BLE001 - a damaged archive
+            return None
+    legacy = _legacy_globals(p)
+    if legacy is None:
+        return None
+    from torch import _weights_only_unpickler as wu
+    safe = set(wu._get_allowed_globals()) | set(wu._get_user_allowed_globals())
+    return [g for g in legacy if g not in safe]
+
+
+def _unreadable(p: Path, e: Optional[BaseException] = None) -> CheckpointError:
+    """The one message for a file that is not a checkpoint at all (the loader's own error
+    text is long and about its internals, so it is not repeated)."""
+    import zipfile
+    if not p.is_file() or p.stat().st_size == 0:
+        what = "is empty (0 bytes)"
+    elif zipfile.is_zipfile(p):
+        what = "is a damaged or incomplete PyTorch archive"
+    else:
+        what = "is not a PyTorch, TorchScript or ONNX file (corrupt, truncated, or another format)"
+    return CheckpointError(
+        f"{p.name} {what}: not a readable checkpoint. Give a state_dict or project checkpoint "
+        "saved with torch.save, a TorchScript file or an ONNX model.")
+
+
 def safe_torch_load(path: str | os.PathLike):
-    """``torch.load(weights_only=True)``, turning every failure into a plain message."""
+    """``torch.load(weights_only=True)``, turning every failure into a plain message.
+
+    Only a real torch.save pickle that refers to classes beyond plain tensors (a pickled
+    model object) is reported as :class:`UntrustedPickle` (which a user may choose to
+    trust); anything else that fails is "not a readable checkpoint"."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file.")
     if not p.is_file():
         raise CheckpointError(f"Checkpoint {p} does not exist.")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        classes = pickled_classes(p)
+        if classes:
             from compress.errors import UntrustedPickle
+            shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
             raise UntrustedPickle(
-                f"{p.name} is a full pickled model, not plain weights. Loading it runs code stored "
-                "in the file. Only if you trust where it came from, tick 'I trust this file' "
-                "(CLI: --trust-pickle).") from None
-        raise CheckpointError(f"{p.name} is not a readable PyTorch checkpoint (corrupt or "
-                              f"truncated?): {type(e).__name__}: {text.splitlines()[0][:200] if text else ''}") from None
+                f"{p.name} is a full pickled model, not plain weights: it refers to {shown}. Loading "
+                "it runs code stored in the file. Only if you trust where it came from, tick 'I trust "
+                "this file' (CLI: --trust-pickle).") from None
+        raise _unreadable(p, e) from None
 
 
 def unwrap_state_dict(obj) -> Optional[dict[str, torch.Tensor]]:
@@ -345,8 +410,12 @@ def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
     (default: the entry of that architecture, or resnet18_cifar10 for 10 classes).
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file.")
     if not p.is_file():
         raise CheckpointError(f"Checkpoint {p} does not exist.")
+    if p.stat().st_size == 0:
+        raise _unreadable(p)
     if p.suffix.lower() == ".onnx":
         return _load_onnx(p, like, num_classes)
     if _is_torchscript(p):
@@ -361,7 +430,12 @@ def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
     except CheckpointError as e:
         from compress.errors import UntrustedPickle
         if isinstance(e, UntrustedPickle) and trust_pickle:
-            obj = torch.load(p, map_location="cpu", weights_only=False)  # user consented
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=False)  # user consented
+            except Exception as err:  # noqa: BLE001 - the file's own code or a damaged file
+                raise CheckpointError(f"{p.name} could not be unpickled even with trust: "
+                                      f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+                                      ) from None
             if not isinstance(obj, nn.Module):
                 raise CheckpointError(f"{p.name} unpickled to a {type(obj).__name__}, not a model.")
             return LoadedModel(obj.eval(), _spec_for(like, arch, num_classes), str(p))

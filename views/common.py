@@ -159,6 +159,16 @@ def history():
         return None
 
 
+def show_crash(step: str, e: BaseException) -> None:
+    """What a page shows for an error nobody foresaw: one plain line; the traceback goes to
+    the server log (the page's own details stay hidden by config). The session goes on."""
+    import logging
+    logging.getLogger("compression_lab").error("unexpected error while %s", step, exc_info=e)
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    st.error(f"Something went wrong while {step}: {type(e).__name__}{': ' + first if first else ''}. "
+             "The details are in the server log; the session is still usable.")
+
+
 def show_warnings(warnings: list[str]) -> None:
     for w in warnings:
         st.warning(w)
@@ -176,6 +186,9 @@ def _with_progress(label: str, call):
         out = call(sets, lambda ev: bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message}"))
     except CompressError as e:
         st.error(str(e))
+        return None
+    except Exception as e:  # noqa: BLE001 - a bug, not a user's mistake: one line, details in the log
+        show_crash(label.lower(), e)
         return None
     finally:
         bar.empty()
@@ -196,13 +209,14 @@ def run_pipeline(recipe: Recipe, label: str, start=None, make_current: bool = Tr
     return result
 
 
-def run_variants(recipe: Recipe, variants: list, label: str, start=None):
+def run_variants(recipe: Recipe, variants: list, label: str, start=None, references: list = ()):
     """Measure quantize ``variants`` of ``recipe`` against one baseline through the
-    pipeline (each recorded as a run). Returns the Variants, or None after the error."""
+    pipeline (each recorded as a run; ``references`` measured too, not recorded). Returns
+    the Variants, or None after the error."""
     from compress import pipeline
     return _with_progress(label, lambda sets, progress: pipeline.run_variants(
         recipe, variants, history=history(), source="app", loaded=current_model(), sets=sets, start=start,
-        on_progress=progress))
+        on_progress=progress, references=references))
 
 
 def artifact_bytes(model, loaded: LoadedModel) -> bytes:

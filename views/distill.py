@@ -41,10 +41,13 @@ comp = current()
 running = job is not None and job.running
 # Streamlit forgets a widget's value after a run that did not draw it; the controls are hidden
 # while training, so keep their values by writing them back as plain session values.
-for k in ("kd_method", "kd_teacher", "kd_T", "kd_alpha", "kd_unfreeze", "kd_epochs", "kd_lr", "kd_batch",
-          "kd_train_path", "kd_limit"):
-    if k in st.session_state:
-        st.session_state[k] = st.session_state[k]
+# Their defaults are set here, once, and the widgets take no default of their own (a widget
+# given both warns in the server log).
+KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": "original", "kd_T": 4.0, "kd_alpha": 0.9,
+               "kd_unfreeze": list(K.UNFREEZE)[1], "kd_epochs": 3, "kd_lr": 0.01, "kd_batch": 64,
+               "kd_train_path": data_settings()[0], "kd_limit": 2000}
+for k, default in KD_DEFAULTS.items():
+    st.session_state[k] = st.session_state.get(k, default)
 student_ok = comp is not None and comp.recipe.prune is not None and not comp.quantized \
     and comp.recipe.unstructured is None and comp.recipe.recover is None
 if not running and not (job is not None and job.status == "done"):
@@ -122,14 +125,17 @@ if not running and student_ok:
                           format_func={"distill": "knowledge distillation", "finetune": "fine-tuning"}.get,
                           help="\n\n".join(f"**{k}**: {v}" for k, v in K.RECOVERY_METHODS.items()))
         if method == "distill":
-            teacher = st.selectbox("Teacher", K.compatible_teachers(spec), key="kd_teacher",
+            teachers = K.compatible_teachers(spec)
+            if st.session_state.get("kd_teacher") not in teachers:     # chosen for another model
+                st.session_state["kd_teacher"] = "original"
+            teacher = st.selectbox("Teacher", teachers, key="kd_teacher",
                                    format_func=lambda n: f"the original {spec.name} (unpruned)"
                                    if n == "original" else n,
                                    help="The model whose answers the student learns to copy. A bigger "
                                         "model can teach more, if its weights are here.")
-            temperature = st.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="kd_T",
+            temperature = st.slider("Temperature T", 1.0, 10.0, step=0.5, key="kd_T",
                                     help="How much to soften the teacher's answers before copying them.")
-            alpha = st.slider("Weight on the teacher α", 0.0, 1.0, 0.9, 0.05, key="kd_alpha",
+            alpha = st.slider("Weight on the teacher α", 0.0, 1.0, step=0.05, key="kd_alpha",
                               help="1 = learn only from the teacher (no labels needed); 0 = only "
                                    "from the labels.")
             st.caption(f"In plain words: with T = {temperature:g} the student learns not only the "
@@ -139,22 +145,22 @@ if not running and student_ok:
         else:
             teacher, temperature, alpha = None, 4.0, 0.0
         unfreeze = st.radio("Train", list(K.UNFREEZE), key="kd_unfreeze", horizontal=True,
-                            format_func=K.UNFREEZE.get, index=1,
+                            format_func=K.UNFREEZE.get,
                             help="Training only what pruning changed is faster per step and keeps "
                                  "the rest of the original's weights exactly.")
     with right:
-        epochs = st.number_input("Epochs", 1, 200, 3, key="kd_epochs")
-        lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1], 0.01,
+        epochs = st.number_input("Epochs", 1, 200, key="kd_epochs")
+        lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1],
                               key="kd_lr", format_func=lambda v: f"{v:g}",
                               help="SGD with momentum and a cosine schedule. 0.01 suits every "
                                    "layer; the tutorial's selective fine-tuning uses 1e-4.")
-        batch = st.select_slider("Batch size", [8, 16, 32, 64, 128, 256], 64, key="kd_batch",
+        batch = st.select_slider("Batch size", [8, 16, 32, 64, 128, 256], key="kd_batch",
                                  help="Images per step. Smaller needs less memory.")
-        path = st.text_input("Training photos", value=data_settings()[0], key="kd_train_path",
+        path = st.text_input("Training photos", key="kd_train_path",
                              help="A CIFAR-10 tarball or folder (its train split), a labelled folder "
                                   "(labels.csv or one sub-folder per class), or a plain folder of "
                                   "photos without labels for label-free distillation (α = 1).").strip()
-        limit = st.number_input("Use at most N training photos (0 = all)", 0, 10_000_000, 2000, step=500,
+        limit = st.number_input("Use at most N training photos (0 = all)", 0, 10_000_000, step=500,
                                 key="kd_limit", help="A fixed random subset (by the sidebar's seed).")
 
     images = None

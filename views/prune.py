@@ -65,15 +65,16 @@ with structured:
     with right:
         protected = st.multiselect("Protected layers (never pruned)", layers, default=defaults,
                                    key="prune_protected",
-                                   help="By default the first conv and the classifier, as most "
-                                        "recipes do. In a ResNet the first conv's channels run "
-                                        "through all of layer1, the largest images in the network: "
-                                        "unprotecting it prunes much faster models "
-                                        "(docs/pruning.md) at a higher accuracy cost.")
+                                   help="By default the first conv, as most recipes do. In a ResNet "
+                                        "the first conv's channels run through all of layer1, the "
+                                        "largest images in the network: unprotecting it prunes much "
+                                        "faster models (docs/pruning.md) at a higher accuracy cost.")
         only = st.multiselect("Prune only these layers (empty = all)", layers, key="prune_only",
                               help="Single-layer mode, e.g. layer2.0.conv1, to see one layer's effect.")
         round8 = st.checkbox("Keep channel counts multiples of 8", key="prune_round8",
                              help="Phone and GPU kernels run fastest on multiples of 8.")
+        st.caption(f"The output layer ({', '.join(P.output_layers(model))}) is never pruned: its "
+                   f"{spec.num_classes} channels are the classes. Its inputs shrink with the layer before it.")
     if criterion in P.NEEDS_DATA and sets is None:
         st.warning(f"The {criterion} criterion looks at real images: choose a labelled dataset in "
                    "the sidebar, or pick a weight-based criterion.")

@@ -107,9 +107,9 @@ if st.button("Quantize and measure", type="primary", key="q_go", disabled=not mo
     if train_path.strip():
         recipe = replace(recipe, data=replace(recipe.data, train_path=train_path.strip(),
                                               train_limit=int(train_limit)))
-    # ONNX Runtime FP32 is always measured: the fair float baseline for ONNX Runtime INT8
-    variants = [replace(cfg, mode=m) for m in ["ort-fp32"] + list(modes)]
-    out = run_variants(recipe, variants, "Quantize", start=comp if from_comp else None)
+    # ONNX Runtime FP32 is always measured (not recorded): the fair float baseline for ONNX Runtime INT8
+    out = run_variants(recipe, [replace(cfg, mode=m) for m in modes], "Quantize",
+                       start=comp if from_comp else None, references=[replace(cfg, mode="ort-fp32")])
     if out is not None:
         st.session_state.quant_result = {"key": key, "source": source_label, "from_comp": from_comp,
                                          "variants": out}
@@ -118,13 +118,17 @@ res = st.session_state.get("quant_result")
 if res and res["key"] == key:
     out = res["variants"]
     ok = [r for r in out.results if not isinstance(r, dict)]
-    for r in out.results:
+    refs = [r for r in out.baselines if not isinstance(r, dict)]
+    for r in out.baselines + out.results:
         if isinstance(r, dict):
             st.error(f"{r['config'].mode}: {r['error']}")
+
+    def runtime_name(r):
+        return r.model.runtime + (f" on {r.device}" if r.recipe.quantize.mode in ("fp16", "bf16") else "")
     rows_src = ([("Original (unpruned) FP32", Profile.from_json(out.before), None)] if res["from_comp"] else []) \
         + [("PyTorch FP32", Profile.from_json(out.reference), None)] \
-        + [(r.model.runtime + (f" on {r.device}" if r.recipe.quantize.mode in ("fp16", "bf16") else ""),
-            Profile.from_json(r.after), r) for r in ok]
+        + [(runtime_name(r), Profile.from_json(r.after), None) for r in refs] \
+        + [(runtime_name(r), Profile.from_json(r.after), r) for r in ok]
     variant_names = [name for name, _, r in rows_src if r is not None]
     base = Profile.from_json(out.reference)
     rows = []

@@ -1,0 +1,64 @@
+"""The allowed range of every number a user can type: one table for the CLI's flags,
+recipe files and the engine, so all three give the same message for the same mistake.
+
+A value outside its range is a :class:`BadNumber` (a CompressError) that names the
+setting, the range and the value, before any model runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from compress.errors import CompressError
+
+
+class BadNumber(CompressError):
+    """A number outside the range its setting allows."""
+
+
+# name -> (lowest, highest, what it is); whole numbers unless the bounds are floats
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "batch": (1, 4096, "images per timed batch"),
+    "runs": (1, 100_000, "timed runs for latency"),
+    "warmup": (0, 10_000, "warm-up runs before timing"),
+    "threads": (1, 1024, "CPU threads"),
+    "limit": (1, 10_000_000, "images to evaluate on"),
+    "train_limit": (1, 10_000_000, "training images"),
+    "seed": (0, 2**32 - 1, "random seed"),
+    "num_classes": (0, 100_000, "number of classes (0 = read from the file)"),
+    "calibration": (1, 100_000, "calibration images"),
+    "prune_steps": (1, 100, "pruning steps"),
+    "round_to": (1, 512, "channel multiple"),
+    "keep_worst": (0, 1000, "layers kept in float"),
+    "epochs": (1, 10_000, "training epochs"),
+    "recover_epochs": (0, 200, "recovery epochs"),
+    "qat_epochs": (1, 1000, "QAT epochs"),
+    "batch_size": (1, 65_536, "training batch size"),
+    "run_id": (1, 2**63 - 1, "run id"),
+    "topk": (1, 1000, "classes to list per photo"),
+    "prune_ratio": (0.0, 0.9, "channel ratio (or MACs/params saving)"),
+    "unstructured_amount": (0.0, 0.95, "share of weights set to zero"),
+    "lr": (1e-6, 1.0, "learning rate"),
+    "temperature": (0.05, 100.0, "distillation temperature"),
+    "alpha": (0.0, 1.0, "weight of the teacher's term"),
+}
+
+
+def check(name: str, value, where: Optional[str] = None):
+    """``value`` if it is a number within ``BOUNDS[name]``, else BadNumber naming ``where``
+    (default: the setting's name)."""
+    lo, hi, what = BOUNDS[name]
+    label = where or name
+    whole = isinstance(lo, int) and isinstance(hi, int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
+        raise BadNumber(f"{label}: expected {'a whole number' if whole else 'a number'} ({what}), got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadNumber(f"{label}: {value} is not a usable {what}.")
+    if not lo <= value <= hi:
+        fmt = (lambda x: f"{int(x):,}") if whole else (lambda x: f"{x:g}")
+        raise BadNumber(f"{label}: {fmt(value)} is out of range for {what}; use {fmt(lo)} to {fmt(hi)}.")
+    return int(value) if whole else float(value)
+
+
+def check_optional(name: str, value, where: Optional[str] = None):
+    return None if value is None else check(name, value, where)
