@@ -174,7 +174,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         return 0
     before, after = result.before, result.after
     for label, key, fmt in [("params", "params", lambda v: f"{v / 1e6:.2f} M"),
-                            ("size (torch.save)", "size_bytes", _fmt_bytes),
+                            ("size (file)", "size_bytes", _fmt_bytes),
                             ("size (gzip)", "size_gzip_bytes", _fmt_bytes),
                             ("MACs", "macs", lambda v: "-" if v is None else f"{v / 1e9:.3f} G")]:
         print(f"{label:<20} {fmt(before[key]):>12} -> {fmt(after[key]):>12}")
@@ -245,7 +245,7 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     spec = loaded.spec
     batches = total = None
     if a.data:      # the same evaluation images as `run` and every page for (data, limit, seed)
-        sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name,
+        sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name, categories=spec.categories,
                            limit=a.limit, seed=a.seed)
         batches, total = sets.evaluation, sets.n_eval
     prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=a.batch,
@@ -258,7 +258,7 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     lat = prof.latency_ms
     rows = [("model", prof.model), ("weights", prof.weights),
             ("params", f"{prof.params:,}"), ("nonzero params", f"{prof.nonzero_params:,}"),
-            ("size (torch.save)", _fmt_bytes(prof.size_bytes)),
+            ("size (file)", _fmt_bytes(prof.size_bytes)),
             ("size (gzip)", _fmt_bytes(prof.size_gzip_bytes)),
             ("MACs", "-" if prof.macs is None else f"{prof.macs / 1e9:.3f} G"),
             ("latency median / p90", f"{lat.median:.2f} / {lat.p90:.2f} ms "

@@ -133,6 +133,72 @@ def _scan_labels_csv(root: Path, labels_csv: Path) -> ImageList:
     return ImageList(root, "labels.csv", tuple(paths), tuple(labels), None)
 
 
+WNID_FILE = Path(__file__).resolve().parent.parent / "assets" / "imagenet_wnids.txt"
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (assets/imagenet_wnids.txt,
+    written by scripts/make_imagenet_wnids.sh)."""
+    return tuple(WNID_FILE.read_text().split())
+
+
+def _norm(name: str) -> str:
+    import re
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def class_indices(classes: Sequence[str], num_classes: int, model_name: str, categories: Sequence[str] = (),
+                  where: str = "") -> list[int]:
+    """The model's class index for each class folder name, by what the names are:
+    ImageNet WordNet ids (``n01440764``, through assets/imagenet_wnids.txt), the model's
+    class names (``tench``, ``airplane``; case, spaces, ``_`` and ``-`` ignored), or
+    numbers (``0`` … ``N-1``). A DataError that names both sides when they do not fit:
+    sort order alone never decides which class a folder is."""
+    import re
+    shown = ", ".join(list(classes)[:4]) + (", …" if len(classes) > 4 else "")
+    src = f"The class folders of {where} ({shown})" if where else f"The class folders ({shown})"
+    if all(re.fullmatch(r"n\d{8}", c) for c in classes):
+        if num_classes != 1000:
+            raise DataError(f"{src} are ImageNet WordNet ids, but {model_name} has {num_classes} classes, "
+                            "not ImageNet's 1000: give photos of its own classes.")
+        table = {w: i for i, w in enumerate(imagenet_wnids())}
+        unknown = [c for c in classes if c not in table]
+        if unknown:
+            raise DataError(f"{src}: {', '.join(unknown[:4])} {'is' if len(unknown) == 1 else 'are'} not among "
+                            "the 1000 ImageNet-1k WordNet ids.")
+        return [table[c] for c in classes]
+    if all(c.isdigit() for c in classes):
+        bad = [c for c in classes if int(c) >= num_classes]
+        if bad:
+            raise DataError(f"{src}: folder {bad[0]} is not a class index of {model_name} (0–{num_classes - 1}).")
+        return [int(c) for c in classes]
+    cats = tuple(categories) or (CIFAR10_CLASSES if num_classes == 10 else ())
+    lookup: dict[str, int] = {}
+    for i, n in enumerate(cats):
+        lookup.setdefault(_norm(n), i)
+    unknown = [c for c in classes if _norm(c) not in lookup]
+    if cats and not unknown:
+        return [lookup[_norm(c)] for c in classes]
+    examples = ", ".join(cats[:3]) + ", …" if cats else "no class names known"
+    raise DataError(
+        f"{src} do not match {model_name}'s {num_classes} classes ({examples})"
+        + (f"; {', '.join(unknown[:3])} {'is' if len(unknown) == 1 else 'are'} not one of them" if cats else "")
+        + ". Name each folder by the model's class name, by its index (0–"
+        + f"{num_classes - 1})" + (", or by ImageNet WordNet id (n01440764)" if num_classes == 1000 else "")
+        + ", or give a labels.csv. Nothing was scored.")
+
+
+def for_model(images: "ImageList", num_classes: int, model_name: str, categories: Sequence[str] = (),
+              where: str = "") -> "ImageList":
+    """``images`` with class-folder labels turned into the model's class indices (see
+    :func:`class_indices`); labels.csv and unlabelled sets are returned as they are."""
+    if images.layout != "imagefolder" or images.labels is None or not images.classes:
+        return images
+    idx = class_indices(images.classes, num_classes, model_name, categories, where=where or str(images.root))
+    return ImageList(images.root, images.layout, images.paths, tuple(idx[y] for y in images.labels),
+                     images.classes)
+
+
 def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
     """Return the folder of one CIFAR-10 split (ImageFolder layout) from what the user gave.
 
@@ -409,18 +475,20 @@ class EvalSets:
 
 def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: str,
               limit: Optional[int] = 500, seed: int = 0, n_scoring: int = 64,
-              batch_size: int = 64) -> EvalSets:
+              batch_size: int = 64, categories: Sequence[str] = ()) -> EvalSets:
     """Open a labelled set, check it fits the model, and set a scoring pool apart.
 
     The pool (:func:`scoring_pool_size` images, seeded) never overlaps the evaluation
     subset, and its size does not depend on ``n_scoring`` (only how many of it
     ``sets.scoring`` reads by default), so the evaluation images depend on (path, limit,
-    seed) alone."""
+    seed) alone. Class folders are mapped to the model's classes by name
+    (:func:`class_indices`, with ``categories`` the model's class names)."""
     from compress.measure import check_labels_fit
     images = open_labelled(path)
     if not images.labelled:
         raise DataError(f"{path} has no labels: accuracy needs labelled images "
                         "(labels.csv or one sub-folder per class).")
+    images = for_model(images, num_classes, model_name, categories, where=str(path))
     check_labels_fit(images.labels, num_classes, model_name)
     pool_idx, _ = scoring_split(len(images), seed)
     ev_loader, ev = eval_loader(images, transform, limit=limit, seed=seed, batch_size=batch_size,
@@ -440,12 +508,15 @@ def open_training(path: str | os.PathLike) -> ImageList:
 
 
 def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
-                 batch_size: int = 64) -> DataLoader:
+                 batch_size: int = 64, num_classes: Optional[int] = None, model_name: str = "",
+                 categories: Sequence[str] = ()) -> DataLoader:
     """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
     folder its images; a plain folder of photos without labels is accepted too (label -1,
     for label-free distillation). ``limit`` picks a seeded subset. Under ``torchrun`` each
     rank gets its own shard through a ``DistributedSampler``."""
     images = open_training(path)
+    if num_classes is not None:                 # class folders named as the model's classes
+        images = for_model(images, num_classes, model_name, categories)
     images = images.subset(subset_indices(len(images), limit, seed))
     dataset = ImageListDataset(images, transform)
     from compress.distributed import world

@@ -281,7 +281,8 @@ def open_sets(recipe: Recipe, spec):
     d = recipe.data
     if not d.path:
         return None
-    return D.eval_sets(d.path, spec.preprocess.transform(), spec.num_classes, spec.name, limit=d.limit,
+    return D.eval_sets(d.path, spec.preprocess.transform(), spec.num_classes, spec.name, categories=spec.categories,
+                       limit=d.limit,
                        seed=d.seed)
 
 
@@ -351,11 +352,16 @@ def _check(ctx: _Context, recipe: Recipe, model, done: tuple = ()) -> Any:
     if recipe.quantize is not None and "quantize" not in done:
         from compress.quantize import validate as validate_quant
         validate_quant(model, recipe.quantize, ctx.device)
-    _check_training_images(recipe, done)
+    _check_training_images(recipe, done, ctx.spec)
     return teacher
 
 
-def _check_training_images(recipe: Recipe, done: tuple = ()) -> None:
+def _model_classes(spec) -> dict:
+    """What a loader needs to map class folders to ``spec``'s classes by name."""
+    return {"num_classes": spec.num_classes, "model_name": spec.name, "categories": spec.categories}
+
+
+def _check_training_images(recipe: Recipe, done: tuple = (), spec=None) -> None:
     """The training photos exist, and have labels when the step still to run needs them."""
     from compress import data as D
     from compress.errors import DataError
@@ -372,6 +378,8 @@ def _check_training_images(recipe: Recipe, done: tuple = ()) -> None:
     if not path:
         raise DataError(f"{needs[0][0]} trains on photos: give training photos (data.train_path).")
     images = D.open_training(path)
+    if spec is not None:                        # class folders that are not the model's classes
+        D.for_model(images, **_model_classes(spec))
     for what, labels in needs:
         if labels and not images.labelled:
             hint = (" Use distillation with α = 1 (label-free) instead." if what != "QAT" else
@@ -401,6 +409,7 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
         from compress.distill import recover
         t0 = time.perf_counter()
         train = D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
+                               **_model_classes(ctx.spec),
                                batch_size=recipe.recover.batch_size)
         model, res = recover(model, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
                              val_batches=sets.evaluation if sets else None,
@@ -423,7 +432,8 @@ def _quantize(ctx: _Context, recipe: Recipe, model, steps: list, raw: dict, devi
     from compress.quantize import quantize
     qc, d, sets = recipe.quantize, recipe.data, ctx.sets
     t0 = time.perf_counter()
-    train = (D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed)
+    train = (D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
+                            **_model_classes(ctx.spec))
              if qc.mode == "qat" else None)
     q = quantize(model, qc, ctx.spec.input_size, sets.scoring_batches(qc.calibration) if sets else None,
                  device or ctx.device, on_progress=ctx.stage(f"quantize {qc.mode}"), train_batches=train,
@@ -530,7 +540,7 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
         try:
             validate(vr)
             validate_quant(model if isinstance(model, nn.Module) else model.model, qc, _variant_device(ctx, qc))
-            _check_training_images(vr, done)
+            _check_training_images(vr, done, ctx.spec)
         except CompressError as e:
             problems.append(f"{qc.mode}: {e}")
     if problems:

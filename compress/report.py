@@ -15,7 +15,7 @@ def _cells(p: Profile) -> dict[str, str]:
     """One profile's figures as table cells, keyed by the measure's name."""
     cells = {"Parameters": f"{p.params / 1e6:.3f} M",
              "Nonzero parameters": f"{p.nonzero_params / 1e6:.3f} M",
-             "Size (torch.save)": f"{p.size_bytes / 1e6:.2f} MB",
+             "Size (file)": f"{p.size_bytes / 1e6:.2f} MB",
              "Size (gzip)": f"{p.size_gzip_bytes / 1e6:.2f} MB"}
     if p.macs is not None:
         cells["MACs / image"] = f"{p.macs / 1e9:.4f} G"
@@ -28,10 +28,17 @@ def _cells(p: Profile) -> dict[str, str]:
     return cells
 
 
+def _size_how(p: Profile) -> str:
+    """What the size figure counts, by the runtime that runs the model."""
+    if "ONNX" in (p.runtime or ""):
+        return "real bytes of the ONNX file ONNX Runtime loads"
+    return "real bytes of the state_dict written by torch.save"
+
+
 def _how(p: Profile) -> dict[str, str]:
     """How each measure was taken (the same for every profile of one run)."""
     how = {"Parameters": "all parameter tensors", "Nonzero parameters": "parameters that are not exactly 0",
-           "Size (torch.save)": "real serialized bytes of the state_dict",
+           "Size (file)": _size_how(p),
            "Size (gzip)": "the same bytes, gzip level 6",
            "MACs / image": f"thop at {p.input_size[1]}×{p.input_size[2]}",
            "Latency, p90": "90th percentile of the same runs"}
@@ -45,7 +52,7 @@ def _how(p: Profile) -> dict[str, str]:
 
 
 def _values(p: Profile) -> dict[str, Optional[float]]:
-    return {"Parameters": p.params, "Nonzero parameters": p.nonzero_params, "Size (torch.save)": p.size_bytes,
+    return {"Parameters": p.params, "Nonzero parameters": p.nonzero_params, "Size (file)": p.size_bytes,
             "Size (gzip)": p.size_gzip_bytes, "MACs / image": p.macs,
             "Latency, median": p.latency_ms.median if p.latency_ms else None,
             "Latency, p90": p.latency_ms.p90 if p.latency_ms else None,
@@ -61,6 +68,8 @@ def compare_profiles(before: Profile, after: Profile) -> list[dict]:
     cb, ca, vb, va, how = _cells(before), _cells(after), _values(before), _values(after), _how(after)
     if before.runtime != after.runtime and "Latency, median" in how:
         how["Latency, median"] += f"; {before.runtime} → {after.runtime}"
+    if _size_how(before) != _size_how(after):
+        how["Size (file)"] = f"before: {_size_how(before)}; after: {_size_how(after)}"
     rows = []
     for m in cb:
         if m not in ca:
@@ -125,13 +134,18 @@ def point_label(recipe) -> str:
     return f"{recipe.name}: {label}" if recipe.name else label
 
 
+def _threads(r) -> str:
+    lat = (r.after or {}).get("latency_ms") or {}
+    return f" ({lat['threads']} threads, {r.after.get('runtime', '')})" if lat.get("threads") else ""
+
+
 def model_card(result) -> str:
     """A Markdown model card: what was done (the recipe), what was measured, and the files."""
     r = result
     lines = [f"# Model card: {r.recipe.name or r.recipe.describe()}", "",
              f"- Base model: `{r.recipe.model.name}` ({r.weights})",
              f"- Steps: {r.recipe.describe()}",
-             f"- Measured on device: {r.device}" + (f"; accuracy on {r.data['n_eval']} images from "
+             f"- Measured on device: {r.device}" + _threads(r) + (f"; accuracy on {r.data['n_eval']} images from "
                                                      f"`{r.data['source']}` (seed {r.data['seed']})"
                                                      if r.data else ""),
              "- Software: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()), "",

@@ -124,7 +124,7 @@ def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asse
     at.button(key="prune_go").click().run()
     assert not at.exception and not at.error
     table = at.table[0].value
-    assert set(table.index) >= {"Parameters", "Size (torch.save)", "MACs / image", "Latency, median",
+    assert set(table.index) >= {"Parameters", "Size (file)", "MACs / image", "Latency, median",
                                 "Top-1 accuracy"}
     assert "n = 40 images" in table.loc["Top-1 accuracy", "how"]
     assert float(table.loc["MACs / image", "after"].split()[0]) < float(table.loc["MACs / image", "before"].split()[0])

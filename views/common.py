@@ -101,7 +101,8 @@ def default_data_path() -> str:
 @st.cache_resource(show_spinner="Reading the evaluation images…", max_entries=4)
 def _eval_sets(path: str, limit: int, seed: int, spec_key: str, _spec):
     from compress.data import eval_sets
-    return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name, limit=limit, seed=seed)
+    return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name, limit=limit, seed=seed,
+                     categories=_spec.categories)
 
 
 def eval_sets_for(spec):
