@@ -53,7 +53,7 @@ def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
     (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--distill-epochs", "1", "--train-data", "x",
       "--lr", "5"), "learning rate"),
     (("run", "--model", "efficientnet_lite0", "--prune-ratio", "0.3", "--finetune-epochs", "500",
-      "--train-data", "x"), "Epochs"),
+      "--train-data", "x"), "out of range for recovery epochs"),
     (("run", "--model", "efficientnet_lite0", "--quantize", "ort-int8", "--data", "/definitely/missing",
       "--keep-float", "nope"), "'nope'"),
 ])

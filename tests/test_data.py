@@ -127,5 +127,5 @@ def test_a_corrupt_image_in_a_dataset_is_named(tmp_path):
     _make_imagefolder(tmp_path, per=1)
     (tmp_path / "cat" / "0.png").write_bytes(b"not a png")
     loader, _ = D.eval_loader(D.scan_folder(tmp_path), ZOO["resnet18_cifar10"].preprocess.transform())
-    with pytest.raises(DataError, match="Cannot read image .*0.png"):
+    with pytest.raises(DataError, match="A dataset image cannot be used: .*0.png"):
         list(loader)
