@@ -255,7 +255,6 @@ def test_decompression_bomb_in_a_dataset_is_a_message_naming_it(tmp_path, chelse
 
 def _numeric_flags():
     """(command, flag, limits name) for every numeric flag of every command."""
-    from compress.__main__ import main  # noqa: F401 - the parser is built inside main
     import argparse
     from compress import __main__ as cli
     seen = []
