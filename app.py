@@ -5,7 +5,7 @@ import streamlit as st
 
 from compress.device import available_devices
 from compress.recipe import ModelRef
-from compress.zoo import ARCHITECTURES, ZOO, cifar10_asset_path
+from compress.zoo import ARCHITECTURES, ZOO, cifar10_asset_path, no_data_hint, sample_data_path
 from views.common import (SIDEBAR_KEYS, UPLOAD, current, default_data_path, load_model_ref, save_upload,
                           show_crash)
 from views.jobs import workspace
@@ -83,6 +83,10 @@ def sidebar():
     st.sidebar.text_input("Labelled images (folder or CIFAR-10 .tar.gz)", key="data_path",
                           help="images/ + labels.csv, one sub-folder per class, a CIFAR-10 "
                                "tarball/folder, or torchvision:cifar10 to download it (online). Used for accuracy.")
+    if not st.session_state.get("data_path", "").strip() and loaded is not None:
+        sample = sample_data_path(loaded.spec)
+        st.sidebar.caption(f"Empty: accuracy is measured on {loaded.spec.sample_note}." if sample is not None
+                           else f"Empty: accuracy is not measured. {no_data_hint(loaded.spec)}")
     st.sidebar.number_input("Evaluate on at most N images", 10, 100000, step=50, key="data_limit",
                             help="A fixed random subset (by seed), so runs compare on the same images. "
                                  "Calibration photos come from a separate pool, never from these.")

@@ -70,6 +70,21 @@ def _load(a: argparse.Namespace):
                              trust_pickle=a.trust_pickle))
 
 
+def _default_data(a: argparse.Namespace, model_name: str) -> None:
+    """No --data: a model with a bundled evaluation sample (resnet18_cifar10) is measured
+    on it, all of it unless --limit says otherwise; ``--data none`` measures no accuracy."""
+    from compress.zoo import ZOO, describe_data, sample_data_path
+    if a.data and a.data.lower() == "none":
+        a.data = None
+        return
+    spec = ZOO.get(model_name)
+    sample = sample_data_path(spec) if spec is not None and not a.data else None
+    if sample is not None:
+        a.data = str(sample)
+        if not getattr(a, "json", False):
+            print(f"no --data: accuracy on {describe_data(a.data)}", file=sys.stderr, flush=True)
+
+
 def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
@@ -137,10 +152,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
     history = None if a.no_history else History(a.history)
     if a.recipe:
         recipe = Recipe.load(a.recipe)
+        if not recipe.data.path and not recipe.model.checkpoint:
+            a.data = None
+            _default_data(a, recipe.model.name)
+            if a.data:
+                recipe = replace(recipe, data=replace(recipe.data, path=a.data))
         if a.export or a.out:
             recipe = replace(recipe, export=ExportRef(
                 formats=_names(a.export) or recipe.export.formats, out_dir=a.out or recipe.export.out_dir))
     else:
+        if a.from_run is None:
+            _default_data(a, a.model or ("" if a.checkpoint else "resnet18_cifar10"))
+        elif a.data and a.data.lower() == "none":
+            a.data = None
         recipe = _recipe_from_flags(a, allow_no_prune=a.from_run is not None)
     if a.from_run is not None:
         start, recipe = _start_from(a, recipe, history)
@@ -181,6 +205,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     lb, la = before["latency_ms"], after["latency_ms"]
     print(f"{'latency median':<20} {lb['median']:>9.2f} ms -> {la['median']:>9.2f} ms "
           f"(batch {la['batch']}, {la['device']}, {la['threads']} threads)")
+    from compress.report import speed_phrase
+    speed = speed_phrase(before, after) if after is not before else None
+    if speed:
+        print(f"{'speed':<20} {speed}")
     if before["accuracy"]:
         ab, aa = before["accuracy"], after["accuracy"]
         print(f"{'top-1':<20} {ab['top1']:>11.2f}% -> {aa['top1']:>11.2f}% (n={aa['n']})")
@@ -243,14 +271,19 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
     loaded = _load(a)
     spec = loaded.spec
+    if not a.checkpoint:
+        _default_data(a, spec.name)
+    elif a.data and a.data.lower() == "none":
+        a.data = None
     batches = total = None
+    source = ""
     if a.data:      # the same evaluation images as `run` and every page for (data, limit, seed)
         sets = D.eval_sets(a.data, spec.preprocess.transform(), spec.num_classes, spec.name, categories=spec.categories,
                            limit=a.limit, seed=a.seed)
-        batches, total = sets.evaluation, sets.n_eval
+        batches, total, source = sets.evaluation, sets.n_eval, sets.source
     prof = profile_model(loaded.model, spec.name, spec.input_size, device, batch=a.batch,
                          runs=a.runs, warmup=a.warmup, threads=a.threads, eval_batches=batches,
-                         eval_total=total, weights=loaded.weights_note)
+                         eval_total=total, weights=loaded.weights_note, eval_source=source)
     out = prof.to_json()
     if a.json:
         print(json.dumps(out, indent=2))
@@ -262,13 +295,16 @@ def _cmd_profile(a: argparse.Namespace) -> int:
             ("size (gzip)", _fmt_bytes(prof.size_gzip_bytes)),
             ("MACs", "-" if prof.macs is None else f"{prof.macs / 1e9:.3f} G"),
             ("latency median / p90", f"{lat.median:.2f} / {lat.p90:.2f} ms "
-             f"(batch {lat.batch}, {lat.device}, {lat.threads} threads, {lat.runs} runs)"),
+             f"(batch {lat.batch}, {lat.device}, {lat.threads} threads, {lat.runs} runs)"
+             + (f"; p90 is {lat.p90 / lat.median:.1f}x the median: the machine was busy, measure again"
+                if lat.noisy else "")),
             ("peak activation memory", _fmt_bytes(prof.peak_memory_bytes))]
     if prof.accuracy:
         acc = prof.accuracy
         rows.append(("top-1", f"{acc.top1:.2f}% (95% CI {acc.ci95[0]:.1f}-{acc.ci95[1]:.1f}, n={acc.n})"))
         if acc.top5 is not None:
             rows.append(("top-5", f"{acc.top5:.2f}%"))
+        rows.append(("images", acc.source))
     w = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{w}}  {v}")
@@ -336,7 +372,8 @@ _model_args = [
                                help="allow a full pickled model (runs code from the file)")),
 ]
 _measure_args = [
-    (("--data",), dict(default=None, help="labelled folder or CIFAR-10 tarball/folder")),
+    (("--data",), dict(default=None, help="labelled folder or CIFAR-10 tarball/folder (default: the model's "
+                                          "bundled sample, if it has one; 'none': no accuracy)")),
     (("--limit",), dict(type=_num("limit"), default=None, help="evaluate on N images (seeded)")),
     (("--seed",), dict(type=_num("seed"), default=0)),
     (("--device",), dict(default="cpu", help="cpu, cuda or auto")),

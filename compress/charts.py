@@ -203,9 +203,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto(names: Sequence[str], latency_ms: Sequence[float], top1: Sequence[float],
-           size_bytes: Sequence[int], hover: Sequence[str]) -> go.Figure:
-    """Accuracy against latency, bubble area ∝ bytes; the Pareto front is drawn as a line
-    through its points (hover shows each run's recipe)."""
+           size_bytes: Sequence[int], hover: Sequence[str],
+           x_title: str = "latency, median (ms)", x_unit: str = "ms") -> go.Figure:
+    """Accuracy against latency (or any time measure where lower is better: ``x_title``),
+    bubble area ∝ bytes; the Pareto front is drawn as a line through its points (hover
+    shows each run's recipe)."""
     pts = list(zip(latency_ms, top1))
     front = set(pareto_front(pts))
     biggest = max(size_bytes) if size_bytes else 1
@@ -214,12 +216,12 @@ def pareto(names: Sequence[str], latency_ms: Sequence[float], top1: Sequence[flo
     fig = go.Figure(go.Scatter(
         x=list(latency_ms), y=list(top1), mode="markers+text", text=list(names), textposition="top center",
         marker=dict(size=sizes, color=colors, opacity=0.7, line=dict(width=1, color="#333")),
-        hovertext=[f"{n}<br>{h}<br>{lat:.2f} ms, {acc:.2f}%, {b / 1e6:.2f} MB"
+        hovertext=[f"{n}<br>{h}<br>{lat:.2f} {x_unit}, {acc:.2f}%, {b / 1e6:.2f} MB"
                    for n, h, lat, acc, b in zip(names, hover, latency_ms, top1, size_bytes)],
         hoverinfo="text", name="runs"))
     order = sorted(front, key=lambda i: pts[i][0])
     fig.add_trace(go.Scatter(x=[pts[i][0] for i in order], y=[pts[i][1] for i in order], mode="lines",
                              line=dict(color="#E45756", dash="dot"), name="Pareto front", hoverinfo="skip"))
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="latency, median (ms)",
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x_title,
                       yaxis_title="top-1 accuracy (%)", legend=dict(orientation="h", y=-0.15))
     return fig

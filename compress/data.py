@@ -493,7 +493,8 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
     pool_idx, _ = scoring_split(len(images), seed)
     ev_loader, ev = eval_loader(images, transform, limit=limit, seed=seed, batch_size=batch_size,
                                 exclude=pool_idx)
-    return EvalSets(list(ev_loader), len(ev), str(path), pool=images.subset(pool_idx),
+    from compress.zoo import describe_data
+    return EvalSets(list(ev_loader), len(ev), describe_data(str(path)), pool=images.subset(pool_idx),
                     transform=transform, batch_size=min(batch_size, 16), n_scoring_default=n_scoring)
 
 

@@ -38,6 +38,7 @@ class Exported:
     agreement_top1: Optional[float] = None      # percent of images with the same top-1
     n: int = 0
     note: str = ""
+    device: str = "cpu"                         # where the file was loaded back and checked
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -190,7 +191,8 @@ def _tensorrt(module, path, example, batches, is_quant, runtime) -> Exported:
                                  enabled_precisions={torch.float16})
     torch.jit.save(trt, str(path))
     back = torch.jit.load(str(path)).to(dev)
-    out = Exported("tensorrt", str(path), Path(path).stat().st_size, "TensorRT FP16", note="batch 1")
+    out = Exported("tensorrt", str(path), Path(path).stat().st_size, "TensorRT FP16", note="batch 1",
+                   device=str(dev))
     out.max_abs_diff, out.agreement_top1, out.n = _compare(
         lambda x: m(x.to(dev)).cpu(), lambda x: torch.cat([back(x[i:i + 1].to(dev)).cpu() for i in range(len(x))]),
         batches)

@@ -141,3 +141,37 @@ def classify(model: torch.nn.Module, image: Image.Image, transform, categories,
     idx = top.indices.tolist()
     names = [categories[i] if i < len(categories) else f"class {i}" for i in idx]
     return Prediction(names, top.values.tolist(), idx, ms, str(device), max(1, runs))
+
+
+@dataclass
+class SideBySide:
+    """Several models on one photo: each one's answer (or why it could not answer), and
+    how many times faster the last one ran than the first, timed in turn on this photo."""
+    names: list[str]
+    predictions: list          # a Prediction, or a str saying why that model could not answer
+    speed: object = None       # measure.Speedup of the first model against the last, or None
+
+
+def classify_side_by_side(models, image: Image.Image, transform, categories, runs: int = 15,
+                          warmup: int = 3) -> SideBySide:
+    """Classify ``image`` with each of ``models`` ((name, module, device)); then time the
+    ones that answered in one interleaved loop (``runs`` rounds after ``warmup``), so both
+    see the same machine load. Each Prediction's ``ms`` is its median from that loop."""
+    from compress.measure import time_interleaved
+    preds: list = []
+    for name, model, device in models:
+        try:
+            preds.append(classify(model, image, transform, categories, device, runs=1))
+        except Exception as e:  # noqa: BLE001 - a model that cannot run here is a message, not a crash
+            preds.append(f"{name} could not classify this photo: {type(e).__name__}: {str(e)[:300]}")
+    ok = [(n, m, d) for (n, m, d), p in zip(models, preds) if not isinstance(p, str)]
+    speed = None
+    if ok:
+        shape = tuple(transform(image).shape)
+        timing = time_interleaved(ok, shape, runs=runs, warmup=warmup)
+        for (name, _, _), p in zip(models, preds):
+            if not isinstance(p, str):
+                p.ms, p.runs = timing.latency[name].median, runs
+        if len(ok) >= 2:
+            speed = timing.speedup(ok[0][0], ok[-1][0], "total")
+    return SideBySide([n for n, _, _ in models], preds, speed)

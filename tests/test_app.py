@@ -60,6 +60,22 @@ def test_measure_with_cifar_data_shows_accuracy_with_interval(cifar_tar, cifar_a
     values = dict(zip(table["measure"], table["how it was measured"]))
     assert "n = 50 images, 95% interval" in values["Top-1 accuracy"]
     assert "5 timed runs" in values["Latency, median"]
+    assert not any("Stale" in w.value for w in at.warning)
+    at.session_state["data_limit"] = 40                  # the sidebar changed: the table is labelled stale
+    at.run()
+    stale = [w.value for w in at.warning if "Stale" in w.value]
+    assert len(stale) == 1 and "at most 50 images" in stale[0] and "at most 40 images" in stale[0]
+    assert at.dataframe[0].value is not None
+
+
+def test_no_data_path_measures_on_the_bundled_sample(cifar_asset):
+    at = fresh(data_limit=60, prof_runs=5, prof_warmup=1)
+    assert any("bundled sample" in c.value for c in at.sidebar.caption)
+    at.button(key="measure").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    values = dict(zip(table["measure"], table["how it was measured"]))
+    assert "n = 60 images" in values["Top-1 accuracy"] and "bundled sample" in values["Top-1 accuracy"]
 
 
 def test_bad_dataset_path_is_a_message_not_a_crash(tmp_path):
@@ -169,8 +185,9 @@ def test_quantize_page_measures_int8_against_both_fp32_baselines(cifar_asset, ci
 
 def test_quantize_page_without_data_explains_and_fp16_says_cuda(cifar_asset):
     import torch
-    at = on_page("quantize", q_runs=5)
-    assert any("calibrate" in w.value for w in at.warning)
+    # an ImageNet model ships no evaluation sample: the page says what folder to give
+    at = on_page("quantize", model_name="efficientnet_lite0", q_runs=5)
+    assert any("calibrate" in w.value and "WordNet id" in w.value for w in at.warning)
     if not torch.cuda.is_available():
         at.multiselect(key="q_modes").set_value(["fp16", "static"]).run()
         at.button(key="q_go").click().run()

@@ -212,3 +212,47 @@ def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset,
     run = History().get(int(run_id))
     assert run.status == "done" and run.recipe["recover"]["epochs"] == 1
     assert run.artifacts["model"].endswith("model.pt")
+
+
+def test_results_are_marked_stale_or_gone_when_the_sidebar_changes(server, cifar_asset, cifar_tar, tmp_path):
+    """Measure on the Model page and prune; change the sidebar's image limit: both pages say
+    their results are stale. Switch the model: no page shows the old model's results."""
+    pw = _playwright()
+    with pw.sync_playwright() as p:
+        browser = _browser(p)
+        page = _open_and_prune(browser, server, height=2400)
+        main = page.locator("[data-testid=stMain]")
+        page.get_by_role("link", name="Model").click()
+        page.get_by_role("button", name="Measure latency and accuracy").click()
+        main.get_by_text("Latency is timed here").wait_for(timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('[data-testid=stMain] [data-testid=stDataFrame]')"
+                               ".length >= 2", timeout=300_000)      # the measured table above the layers
+
+        limit = page.get_by_role("spinbutton", name="Evaluate on at most N images")
+        limit.fill("100")
+        limit.press("Enter")
+        main.get_by_text(re.compile("Stale: the results below were measured on")).wait_for(timeout=60_000)
+        page.get_by_role("link", name="Prune").click()
+        main.get_by_text("Before and after").wait_for(timeout=60_000)
+        main.get_by_text(re.compile("Stale: the results below were measured on")).wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "prune-stale.png"), full_page=True)
+
+        page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first.click()
+        page.get_by_role("option", name="efficientnet_lite0", exact=True).click()
+        page.wait_for_timeout(2_000)
+        seen = {}
+        for link, ready in (("Model", "Model: efficientnet_lite0"), ("Prune", "Parameters (estimate)"),
+                            ("Quantize", "Modes to measure"), ("Compare", "Export the current compressed model")):
+            page.get_by_role("link", name=link).click()
+            main.get_by_text(ready).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(1_000)
+            seen[link] = main.inner_text()
+        page.screenshot(path=str(tmp_path / "compare-after-switch.png"), full_page=True)
+        _save(tmp_path, "prune-stale.png", "compare-after-switch.png")
+        browser.close()
+    for link, text in seen.items():
+        assert "Stale" not in text, link
+    assert "Press Measure" in seen["Model"]
+    assert "Before and after" not in seen["Prune"]
+    assert "Results for the" not in seen["Quantize"]
+    assert "Current compressed model:" not in seen["Compare"]       # resnet18_cifar10's pruned model is not offered

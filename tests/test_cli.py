@@ -26,12 +26,20 @@ def test_profile_json_contract(imagenet_val):
     assert acc["n"] == 32 and acc["ci95"][0] <= acc["top1"] <= acc["ci95"][1] and acc["top1"] > 50
 
 
-def test_profile_without_data_has_null_accuracy_and_table_mode(cifar_asset):
+def test_profile_without_data_scores_the_bundled_sample_and_data_none_scores_nothing(cifar_asset):
     r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["accuracy"] is None
-    r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1")
+    acc = json.loads(r.stdout)["accuracy"]
+    # 1,500 bundled test images, less the 375-image scoring pool; the trained model is far above chance
+    assert acc["n"] == 1125 and "bundled sample" in acc["source"] and 70 < acc["top1"] < 95
+    r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--data", "none",
+                "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["accuracy"] is None
+    r = run_cli("profile", "--model", "efficientnet_lite0", "--runs", "3", "--warmup", "1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["accuracy"] is None      # ImageNet: no bundled sample
+    r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--limit", "100")
     assert r.returncode == 0 and "latency median / p90" in r.stdout
+    assert "n=100" in r.stdout and "bundled sample" in r.stdout
 
 
 @pytest.mark.parametrize("args,needle", [

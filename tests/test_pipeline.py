@@ -51,6 +51,16 @@ def test_pipeline_end_to_end_is_recorded_with_exports_and_a_model_card(cifar, ci
     assert run.after == res.after and Recipe.from_dict(run.recipe) == recipe
     assert run.versions["torch"] == torch.__version__
     assert any(e.stage.startswith("recover") for e in events)
+    # the original, the compressed model and the original's ONNX Runtime FP32 twin were timed
+    # in one interleaved loop; the speed-up splits into runtime switch and compression
+    roles = {s["role"]: s for s in res.after["speed"]}
+    assert set(roles) == {"total", "runtime", "compression"}
+    assert (roles["total"]["base"], roles["total"]["other"]) == ("original", "compressed")
+    assert roles["compression"]["base"] == roles["runtime"]["other"] == "original in ONNX Runtime FP32"
+    for s in roles.values():
+        assert s["pairs"] == FAST.runs and s["ci95"][0] <= s["ratio"] <= s["ci95"][1]
+    assert set(res.before["latency_ms"]["interleaved_with"]) == {"compressed", "original in ONNX Runtime FP32"}
+    assert res.after["latency_ms"]["runs"] == res.before["latency_ms"]["runs"] == FAST.runs
 
 
 def test_a_failed_run_is_recorded_with_its_error(cifar, tmp_path):
@@ -145,3 +155,14 @@ def test_a_pickled_model_in_a_recipe_needs_the_users_consent(tmp_path):
     trusted = Recipe.from_json(Recipe(model=ModelRef(name="resnet18_cifar10", checkpoint=str(path),
                                                      trust_pickle=True)).to_json())
     assert sum(p.numel() for p in pipeline.load(trusted).model.parameters()) == 11_181_642
+
+
+def test_a_result_near_chance_is_a_warning_not_a_headline(cifar, tmp_path):
+    from compress.report import summary
+    loaded, sets = cifar
+    recipe = Recipe(measure=FAST, prune=StructuredConfig(ratio=0.9), name="destroyed")
+    res = pipeline.run(recipe, loaded=loaded, sets=sets)
+    assert res.after["accuracy"]["top1"] < 20 <= res.before["accuracy"]["top1"]   # 10 classes: chance is 10%
+    assert any("near chance" in w and "no longer works" in w for w in res.warnings), res.warnings
+    text = summary(res.before, res.after, 10)
+    assert "accuracy not stated" in text and "points less accurate" not in text

@@ -6,7 +6,8 @@ import streamlit as st
 
 from compress import charts
 from compress.errors import CompressError
-from compress.images import MAX_PIXELS, classify, read_image
+from compress.images import MAX_PIXELS, classify_side_by_side, read_image
+from compress.report import BUSY, times_faster
 from views.common import current, current_device, require_model
 
 loaded = require_model()
@@ -37,27 +38,34 @@ if photo is not None:
             models.append((f"Compressed: {comp.label}", comp.module,
                            getattr(comp.model, "device", device) if comp.quantized else device))
         st.image(image, caption=f"{image.width}×{image.height}", width=320)
+        side = classify_side_by_side(models, image, spec.preprocess.transform(), spec.categories)
         preds = []
-        for col, (title, model, dev) in zip(st.columns(len(models)), models):
-            try:
-                pred = classify(model, image, spec.preprocess.transform(), spec.categories, dev)
-            except Exception as e:  # noqa: BLE001 - a model that cannot run here is a message
-                col.error(f"{title} could not classify this photo: {type(e).__name__}: {e}")
+        for i, (col, title, pred) in enumerate(zip(st.columns(len(models)), side.names, side.predictions)):
+            if isinstance(pred, str):
+                col.error(pred)
                 continue
             preds.append(pred)
             col.markdown(f"#### {title}")
             col.markdown(f"**{pred.labels[0]}** ({100 * pred.probs[0]:.1f}%)")
-            col.caption(f"{pred.ms:.2f} ms for this photo on {pred.device}: median of {pred.runs} runs "
-                        "after one warm-up, model only (preprocessing excluded), batch 1.")
-            col.plotly_chart(charts.topk_bars(pred, "Top-5 classes"), width="stretch", key=f"cls_{len(preds)}")
+            col.caption(f"{pred.ms:.2f} ms for this photo on {pred.device}: median of {pred.runs} runs, "
+                        + ("timed in turn with the other model, " if len(models) > 1 else "")
+                        + "model only (preprocessing excluded), batch 1.")
+            col.plotly_chart(charts.topk_bars(pred, "Top-5 classes"), width="stretch", key=f"cls_{i}")
         if len(preds) == 2:
             a, b = preds
+            sp = side.speed
+            if sp is None:
+                speed = ""
+            elif sp.noisy:
+                speed = f" Speed is not stated: {BUSY} ({sp.why})."
+            else:
+                speed = (f" On this photo the compressed model ran {times_faster(sp.ratio)} than the original "
+                         f"(95% interval ×{sp.ci95[0]:.2f}–×{sp.ci95[1]:.2f} over {sp.pairs} rounds in turn).")
             if a.indices[0] != b.indices[0]:
                 st.warning(f"The two models disagree: the original says **{a.labels[0]}**, the compressed "
-                           f"model says **{b.labels[0]}**.")
+                           f"model says **{b.labels[0]}**.{speed}")
             else:
-                st.success(f"Both models say **{a.labels[0]}**; the compressed model took "
-                           f"{b.ms / a.ms:.2f}× the original's time on this photo.")
+                st.success(f"Both models say **{a.labels[0]}**.{speed}")
         elif comp is None:
             st.caption("Compress the model on the Prune, Distill or Quantize page to see its answer "
                        "next to the original's.")

@@ -20,7 +20,7 @@ import streamlit as st
 
 from compress.errors import CompressError
 from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
-from compress.zoo import LoadedModel
+from compress.zoo import LoadedModel, sample_data_path
 from views.jobs import workspace
 
 UPLOAD = "upload"
@@ -66,6 +66,38 @@ def model_key() -> str:
     return repr(model_ref())
 
 
+def settings_key() -> tuple:
+    """The sidebar settings a measured result depends on besides the model: images, limit,
+    seed, device."""
+    return (*data_settings(), st.session_state.get("device", "auto"))
+
+
+def _settings_text(key: tuple) -> str:
+    path, limit, seed, device = key
+    from compress.zoo import describe_data
+    images = f"{describe_data(path)} (at most {limit} images, seed {seed})" if path else "no images"
+    return f"{images}, device {device}"
+
+
+def keep_result(name: str, value) -> None:
+    """Keep a page's measured result, tagged with the model and the sidebar settings it was
+    measured with (see :func:`shown_result`)."""
+    st.session_state[name] = {"model": model_key(), "settings": settings_key(), "value": value}
+
+
+def shown_result(name: str):
+    """A result kept by :func:`keep_result`, to draw now: None when it belongs to another
+    model (it disappears); with a warning that names both settings when the sidebar's images,
+    limit, seed or device changed since (it is stale)."""
+    kept = st.session_state.get(name)
+    if not kept or kept.get("model") != model_key():
+        return None
+    if kept["settings"] != settings_key():
+        st.warning(f"⚠ Stale: the results below were measured on {_settings_text(kept['settings'])}; the "
+                   f"sidebar now says {_settings_text(settings_key())}. Measure again to update them.")
+    return kept["value"]
+
+
 def require_model() -> LoadedModel:
     """The original model, or stop the page with the reason shown."""
     loaded = current_model()
@@ -89,9 +121,15 @@ def current_device():
 
 
 def data_settings() -> tuple[str, int, int]:
-    """(dataset path, limit, seed) from the sidebar."""
-    return (st.session_state.get("data_path", "").strip(), int(st.session_state.get("data_limit", 500)),
-            int(st.session_state.get("data_seed", 0)))
+    """(dataset path, limit, seed) from the sidebar. An empty path means the model's bundled
+    evaluation sample when it has one (resnet18_cifar10), so accuracy is measured out of the
+    box; "" when it has none."""
+    path = st.session_state.get("data_path", "").strip()
+    if not path:
+        loaded = st.session_state.get("original")
+        sample = sample_data_path(loaded.spec) if loaded is not None else None
+        path = str(sample) if sample is not None else ""
+    return path, int(st.session_state.get("data_limit", 500)), int(st.session_state.get("data_seed", 0))
 
 
 def default_data_path() -> str:

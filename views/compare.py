@@ -17,7 +17,7 @@ import streamlit as st
 from compress import charts
 from compress.errors import CompressError
 from compress.measure import Profile
-from compress.report import compare_profiles, summary
+from compress.report import compare_profiles, speed_entry, speed_ratio, summary
 from views.common import (base_recipe, current, history, model_ref, require_model, run_pipeline,
                           set_current)
 
@@ -49,6 +49,23 @@ mine = [r for r in every if all_models or r.recipe.get("model") == this_model]
 runs = [r for r in mine if r.status == "done" and r.after and r.before]
 unfinished = [r for r in mine if r.status != "done"]
 
+
+
+def _faster(r):
+    ratio, _, _ = speed_ratio(r.before, r.after)
+    return None if ratio is None else round(ratio, 2)
+
+
+def _timing(r) -> str:
+    """How the run's speed-up was timed, and whether the machine was busy then."""
+    ratio, noisy, _ = speed_ratio(r.before, r.after)
+    if ratio is None:
+        return ""
+    total = speed_entry(r.after, "total")
+    how = f"in turn, 95% ×{total['ci95'][0]:.2f}–×{total['ci95'][1]:.2f}" if total else "separate loops"
+    return ("⚠ busy machine: unreliable; " if noisy else "") + how
+
+
 if not runs:
     st.info("No runs recorded yet for this model. Prune, distil or quantize it, or run "
             "`python -m compress run`, and the runs appear here.")
@@ -63,8 +80,8 @@ else:
             "runtime": a.get("runtime", ""), "size (MB)": round(a["size_bytes"] / 1e6, 3),
             "× smaller": round(r.before["size_bytes"] / a["size_bytes"], 2),
             "latency median (ms)": round(a["latency_ms"]["median"], 3) if a.get("latency_ms") else None,
-            "× faster": round(r.before["latency_ms"]["median"] / a["latency_ms"]["median"], 2)
-            if a.get("latency_ms") and r.before.get("latency_ms") else None,
+            "× faster (same run)": _faster(r),
+            "speed timing": _timing(r),
             "top-1 %": acc["top1"] if acc else None,
             "95% CI": f"{acc['ci95'][0]:.1f}–{acc['ci95'][1]:.1f}" if acc else "",
             "n": acc["n"] if acc else None,
@@ -82,27 +99,32 @@ if unfinished:
             for r in unfinished]).set_index("run"), width="stretch", key="cmp_unfinished")
 if runs:
 
-    measured = [r for r in runs if r.after.get("accuracy") and r.after.get("latency_ms")]
+    measured = [r for r in runs if r.after.get("accuracy") and _faster(r)]
     if measured:
         st.subheader("Accuracy against speed")
         newest = measured[0]
-        base = newest.before
-        names = ["original"] + [f"#{r.id}" for r in measured]
+        names = ["original"] + [f"#{r.id}" + (" ⚠" if speed_ratio(r.before, r.after)[1] else "") for r in measured]
+        # each run's time relative to its own original, timed in the same run: the only
+        # speed figure that compares across runs measured at different times
         fig = charts.pareto(
-            names, [base["latency_ms"]["median"]] + [r.after["latency_ms"]["median"] for r in measured],
-            [base["accuracy"]["top1"]] + [r.after["accuracy"]["top1"] for r in measured],
-            [base["size_bytes"]] + [r.after["size_bytes"] for r in measured],
-            [f"original, measured in run #{newest.id}"] + [r.name for r in measured])
+            names, [1.0] + [1 / _faster(r) for r in measured],
+            [newest.before["accuracy"]["top1"]] + [r.after["accuracy"]["top1"] for r in measured],
+            [newest.before["size_bytes"]] + [r.after["size_bytes"] for r in measured],
+            [f"original (accuracy as measured in run #{newest.id})"] + [r.name for r in measured],
+            x_title="time per image ÷ the original's, measured in the same run", x_unit="× the original's time")
         st.plotly_chart(fig, key="cmp_pareto", width="stretch")
-        st.caption("Up and left is better; bubble area shows the file size. Red points are the Pareto "
-                   "front: no other run is both faster and more accurate. Hover for each run's recipe.")
+        st.caption("Up and left is better; bubble area shows the file size. Each run's speed is against its "
+                   "own original, timed in the same run (milliseconds from runs made at different times are "
+                   "not comparable on a shared machine). ⚠ marks runs timed while the machine was busy. Red "
+                   "points are the Pareto front: no other run is both faster and more accurate. Hover for "
+                   "each run's recipe.")
 
     st.subheader("In plain words")
     ids = [r.id for r in runs]
     by_id = {r.id: r for r in runs}
     pick = st.selectbox("Run", ids, key="cmp_pick", format_func=lambda i: f"#{i} {by_id[i].name}")
     chosen = by_id[pick]
-    st.markdown(f"**#{chosen.id} {chosen.name}**: {summary(chosen.before, chosen.after)}.")
+    st.markdown(f"**#{chosen.id} {chosen.name}**: {summary(chosen.before, chosen.after, spec.num_classes)}.")
     with st.expander("Recipe (JSON)"):
         st.json(chosen.recipe)
     model_file = (chosen.artifacts or {}).get("model")
@@ -131,10 +153,17 @@ if runs:
         c1, c2 = st.columns(2)
         a_id = c1.selectbox("Run A", ids, index=1, key="cmp_a", format_func=lambda i: f"#{i} {by_id[i].name}")
         b_id = c2.selectbox("Run B", ids, index=0, key="cmp_b", format_func=lambda i: f"#{i} {by_id[i].name}")
-        rows = compare_profiles(Profile.from_json(by_id[a_id].after), Profile.from_json(by_id[b_id].after))
+        la, lb = (by_id[i].after.get("latency_ms") or {} for i in (a_id, b_id))
+        together = a_id == b_id or (la.get("loop") and la.get("loop") == lb.get("loop"))   # one timing loop
+        rows = compare_profiles(Profile.from_json(by_id[a_id].after), Profile.from_json(by_id[b_id].after),
+                                same_run=bool(together), baseline=False)
         side = pd.DataFrame(rows).rename(columns={"before": f"A: #{a_id}", "after": f"B: #{b_id}",
                                                   "change": "B / A"}).set_index("measure")
         st.table(side)
+        if not together:
+            st.caption("Latencies marked *different runs* were timed at different times, so the machine's load "
+                       "may differ; compare each run's own speed-up against its original (the table above) "
+                       "instead.")
 
 # ---------------------------------------------------------------- export
 st.subheader("Export the current compressed model")

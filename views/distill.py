@@ -45,7 +45,8 @@ running = job is not None and job.running
 # given both warns in the server log).
 KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": "original", "kd_T": 4.0, "kd_alpha": 0.9,
                "kd_unfreeze": list(K.UNFREEZE)[1], "kd_epochs": 3, "kd_lr": 0.01, "kd_batch": 64,
-               "kd_train_path": data_settings()[0], "kd_limit": 2000}
+               # the sidebar's own path, not the bundled sample (it has no training split)
+               "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000}
 for k, default in KD_DEFAULTS.items():
     st.session_state[k] = st.session_state.get(k, default)
 student_ok = comp is not None and comp.recipe.prune is not None and not comp.quantized \

@@ -8,8 +8,10 @@ import streamlit as st
 import torch
 
 from compress import charts
+from compress.zoo import no_data_hint
 from compress.measure import Profile, count_params, layer_table, serialized_size
-from views.common import base_recipe, current_device, model_key, require_model, run_pipeline
+from compress.report import BUSY
+from views.common import base_recipe, current_device, keep_result, model_key, require_model, run_pipeline, shown_result
 
 loaded = require_model()
 spec = loaded.spec
@@ -52,9 +54,9 @@ if st.button("Measure latency and accuracy", type="primary", key="measure"):
         # a run with no steps: recorded like any other, on the same images as every page
         result = run_pipeline(recipe, "Measure", make_current=False)
         if result is not None:
-            st.session_state.setdefault("profiles", {})[key] = Profile.from_json(result.before)
+            keep_result("profile", Profile.from_json(result.before))
 
-prof = st.session_state.get("profiles", {}).get(key)
+prof = shown_result("profile")
 if prof is None:
     st.info("Press **Measure** to time the model and, with a dataset in the sidebar, measure accuracy.")
 else:
@@ -66,13 +68,16 @@ else:
     ]
     if prof.accuracy is not None:
         a = prof.accuracy
-        table.append(("Top-1 accuracy", f"{a.top1:.2f}%", f"n = {a.n} images, 95% interval {a.ci95[0]:.1f}–{a.ci95[1]:.1f}%"))
+        table.append(("Top-1 accuracy", f"{a.top1:.2f}%", f"n = {a.n} images, 95% interval {a.ci95[0]:.1f}–{a.ci95[1]:.1f}%"
+                      + (f"; {a.source}" if a.source else "")))
         if a.top5 is not None:
             table.append(("Top-5 accuracy", f"{a.top5:.2f}%", f"n = {a.n}"))
     else:
-        table.append(("Accuracy", "not measured", "choose a labelled dataset in the sidebar"))
+        table.append(("Accuracy", "not measured", no_data_hint(spec)))
     st.dataframe(pd.DataFrame(table, columns=["measure", "value", "how it was measured"]),
                  hide_index=True, width="stretch")
+    if lat.noisy:
+        st.warning(f"⚠ The slowest runs (p90) took {lat.p90 / lat.median:.1f}× the median: {BUSY}.")
 
 if rows:
     st.subheader("Layers")

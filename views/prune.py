@@ -10,12 +10,13 @@ import streamlit as st
 import torch
 
 from compress import charts
+from compress.zoo import no_data_hint
 from compress import prune as P
 from compress.data import cache_dir
 from compress.errors import CompressError
 from compress.measure import Profile, layer_table
 from compress.report import compare_profiles
-from views.common import (artifact_bytes, base_recipe, current, current_device, eval_sets_for, model_key,
+from views.common import (artifact_bytes, keep_result, shown_result, base_recipe, current, current_device, eval_sets_for, model_key,
                           on_sidebar_settings, require_model, run_pipeline)
 
 loaded = require_model()
@@ -38,7 +39,7 @@ if data_error:
     st.error(data_error)
 elif sets is None:
     st.info("No dataset chosen in the sidebar: latency, size and MACs are still measured, but "
-            "not accuracy, and the activation/Taylor criteria are unavailable.")
+            "not accuracy, and the activation/Taylor criteria are unavailable. " + no_data_hint(spec))
 
 
 structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
@@ -122,14 +123,14 @@ with structured:
         result = run_pipeline(recipe, "Prune")
         if result is not None:
             pruned, report = result.model, result.reports["prune_structured"][-1]
-            st.session_state.prune_result = {
-                "key": key, "report": report, "run_id": result.run_id,
+            keep_result("prune_result", {
+                "report": report, "run_id": result.run_id,
                 "before": Profile.from_json(result.before), "after": Profile.from_json(result.after),
                 "rows_before": layer_table(model, spec.input_size),
-                "rows_after": layer_table(pruned, spec.input_size)}
+                "rows_after": layer_table(pruned, spec.input_size)})
 
-    res = st.session_state.get("prune_result")
-    if res and res["key"] == key:
+    res = shown_result("prune_result")
+    if res:
         report = res["report"]
         st.subheader("Before and after")
         st.caption(f"Both measured just now, in the same run (#{res['run_id']} in the history). Channel "
@@ -174,12 +175,12 @@ with structured:
                                   unit=unit, ratios=tuple(sorted(ratios)), protected=tuple(protected),
                                   device=device, cache_dir=cache_dir() / "sensitivity",
                                   on_progress=lambda ev: bar.progress(ev.fraction, text=ev.message))
-            st.session_state.sensitivity = {"key": key, "table": table}
+            keep_result("sensitivity", {"table": table})
         except CompressError as err:
             st.error(str(err))
         bar.empty()
-    sens = st.session_state.get("sensitivity")
-    if sens and sens["key"] == key:
+    sens = shown_result("sensitivity")
+    if sens:
         t = sens["table"]
         if t.cached:
             st.caption("From the cache: the same weights, images and settings were scanned before.")
@@ -216,12 +217,12 @@ with unstructured:
             "unstructured", ucfg)
         result = run_pipeline(recipe, "Unstructured pruning", start=comp if from_comp else None)
         if result is not None:
-            st.session_state.unstructured_result = {
-                "key": key, "run_id": result.run_id,
+            keep_result("unstructured_result", {
+                "run_id": result.run_id,
                 "before": Profile.from_json(result.start_profile or result.before),
-                "after": Profile.from_json(result.after), "sparsity": result.reports["prune_unstructured"]}
-    ures = st.session_state.get("unstructured_result")
-    if ures and ures["key"] == key:
+                "after": Profile.from_json(result.after), "sparsity": result.reports["prune_unstructured"]})
+    ures = shown_result("unstructured_result")
+    if ures:
         st.caption(f"Before: the model it started from; after: with zeroed weights. Both measured in run "
                    f"#{ures['run_id']}.")
         st.table(pd.DataFrame(compare_profiles(ures["before"], ures["after"])).set_index("measure"))

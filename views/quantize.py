@@ -12,10 +12,12 @@ import streamlit as st
 import torch
 
 from compress import charts
+from compress.zoo import no_data_hint
 from compress import quantize as Q
 from compress.errors import CompressError
 from compress.measure import Profile
-from views.common import (base_recipe, current, current_device, data_settings, eval_sets_for, model_key,
+from compress.report import BUSY, speed_against, speed_phrase
+from views.common import (base_recipe, keep_result, shown_result, current, current_device, data_settings, eval_sets_for, model_key,
                           on_sidebar_settings, require_model, run_variants, set_current)
 
 loaded = require_model()
@@ -66,7 +68,7 @@ with right:
 has_data = bool(data_settings()[0])
 if not has_data:
     st.warning("Choose a labelled dataset in the sidebar: static INT8 needs real photos to calibrate, "
-               "and accuracy needs labels.")
+               "and accuracy needs labels. " + no_data_hint(spec))
 
 qat_epochs, qat_lr, train_path, train_limit = 1, 1e-4, "", 2000
 if any(Q.MODES[m].trains for m in modes):
@@ -111,11 +113,10 @@ if st.button("Quantize and measure", type="primary", key="q_go", disabled=not mo
     out = run_variants(recipe, [replace(cfg, mode=m) for m in modes], "Quantize",
                        start=comp if from_comp else None, references=[replace(cfg, mode="ort-fp32")])
     if out is not None:
-        st.session_state.quant_result = {"key": key, "source": source_label, "from_comp": from_comp,
-                                         "variants": out}
+        keep_result("quant_result", {"source": source_label, "from_comp": from_comp, "variants": out})
 
-res = st.session_state.get("quant_result")
-if res and res["key"] == key:
+res = shown_result("quant_result")
+if res:
     out = res["variants"]
     ok = [r for r in out.results if not isinstance(r, dict)]
     refs = [r for r in out.baselines if not isinstance(r, dict)]
@@ -131,13 +132,20 @@ if res and res["key"] == key:
         + [(runtime_name(r), Profile.from_json(r.after), r) for r in ok]
     variant_names = [name for name, _, r in rows_src if r is not None]
     base = Profile.from_json(out.reference)
-    rows = []
+    base_name = "float model" if res["from_comp"] else "original"   # its name in the timing loop
+    rows, busy = [], []
     for name, p, r in rows_src:
         lat, acc = p.latency_ms, p.accuracy
+        sp = speed_against(p.to_json(), base_name)
+        if sp is not None and sp["noisy"]:
+            busy.append(f"{name}: {sp['why']}")
         rows.append({
             "model": name, "size (MB)": p.size_bytes / 1e6, "× size": p.size_bytes / base.size_bytes,
             "latency median (ms)": lat.median, "latency p90 (ms)": lat.p90,
-            "speed-up vs PyTorch FP32": base.latency_ms.median / lat.median,
+            # per-round ratios from one interleaved loop; the baselines' own rows from medians of that loop
+            "speed-up vs PyTorch FP32": sp["ratio"] if sp else base.latency_ms.median / lat.median,
+            "speed-up 95% interval": f"{sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}" + (" ⚠ busy" if sp["noisy"] else "")
+            if sp else "",
             "top-1 %": None if acc is None else acc.top1,
             "95% CI": "" if acc is None else f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f}",
             "same top-1 as FP32 %": 100.0 if r is None and name == "PyTorch FP32" else p.agreement_top1,
@@ -148,8 +156,10 @@ if res and res["key"] == key:
     n = base.accuracy.n if base.accuracy else 0
     n_cal = max((s["report"].get("calibration_images", 0) for r in ok for s in r.steps if s["step"] == "quantize"),
                 default=0)
-    st.caption(f"Latency: batch 1, {lat0.runs} timed runs after {lat0.warmup} warm-up, {lat0.threads} "
-               f"threads, CPU unless noted. Accuracy: the same {n} images for every row, the same "
+    st.caption(f"Latency: batch 1, {lat0.runs} rounds after {lat0.warmup} warm-up; in each round every "
+               f"model below runs once, in turn, so all of them see the same load. {lat0.threads} "
+               f"threads, CPU unless noted. Speed-up: the median of the round-by-round ratios, with its "
+               f"95% interval. Accuracy: the same {n} images for every row, the same "
                f"images as every page with these sidebar settings ({n_cal} other images, from a separate "
                "pool, calibrated INT8). Size: the bytes of each runtime's own file. Every row below the "
                "baselines is a run in the history, with its model.")
@@ -157,6 +167,12 @@ if res and res["key"] == key:
            "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×", "top-1 %": "{:.2f}",
            "same top-1 as FP32 %": "{:.1f}", "history run": "#{:.0f}"}
     st.table(pd.DataFrame(rows).set_index("model").style.format(fmt, na_rep="–"))
+    if busy:
+        st.warning(f"⚠ {BUSY[0].upper() + BUSY[1:]}. " + "; ".join(busy) + ".")
+    for name, r in zip(variant_names, ok):
+        phrase = speed_phrase(out.before, r.after)
+        if phrase:
+            st.caption(f"**{name}** against the original: {phrase}.")
     names = [r["model"] for r in rows]
     c = st.columns(3)
     c[0].plotly_chart(charts.variant_bars(names, [round(r["size (MB)"], 2) for r in rows], "Size", "MB"),
@@ -182,13 +198,13 @@ if st.button("Rank layers by quantization error", key="q_sqnr", disabled=not has
     sets = load_sets()
     if sets is not None:
         try:
-            st.session_state.q_errors = {"key": key, "src": src_key,
+            keep_result("q_errors", {"src": src_key,
                                          "errors": Q.layer_sqnr(source, sets.scoring_batches(min(calib, 128)),
-                                                                max_images=min(calib, 128))}
+                                                                max_images=min(calib, 128))})
         except CompressError as err:
             st.error(str(err))
-errs = st.session_state.get("q_errors")
-if errs and errs["key"] == key and errs["src"] == src_key:
+errs = shown_result("q_errors")
+if errs and errs["src"] == src_key:
     worst = sorted(errs["errors"], key=lambda e: e.sqnr_db)[:3]
     st.plotly_chart(charts.sqnr_bars(errs["errors"], keep), width="stretch", key="q_sqnr_chart")
     st.caption("Lowest SQNR: " + ", ".join(f"{e.layer} ({e.sqnr_db:.1f} dB)" for e in worst) +
