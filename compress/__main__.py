@@ -113,7 +113,8 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
         prune = StructuredConfig(
             ratio=ratio if a.prune_target == "ratio" else None, criterion=a.prune_criterion,
             scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
-            round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed)
+            round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed,
+            bn_images=a.bn_images)
     recover = None
     if a.finetune_epochs or a.distill_epochs:
         recover = RecoverConfig(method="distill" if a.distill_epochs else "finetune",
@@ -409,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--prune-target", default="ratio", choices=["ratio", "macs", "params"])
     ru.add_argument("--prune-layers", default=None,
                     help="single-layer mode: prune only these layers (comma-separated), e.g. layer2.0.conv1")
-    ru.add_argument("--prune-steps", type=_num("prune_steps"), default=1, help="reach the ratio in N steps")
+    ru.add_argument("--prune-steps", type=_num("prune_steps"), default=1,
+                    help="reach the ratio in N steps (with --finetune/--distill-epochs, recovery runs after "
+                         "every step)")
+    ru.add_argument("--bn-images", type=_num("bn_images"), default=512,
+                    help="re-estimate BatchNorm statistics after pruning on up to N scoring photos (never "
+                         "evaluation images); 0 = off (default 512)")
     ru.add_argument("--protect", default=None,
                     help="layers never pruned, comma-separated; 'none' for none "
                          "(default: the stem conv and the classifier)")

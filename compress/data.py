@@ -229,6 +229,16 @@ def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
                     f"cifar10/{split}/<class>/*.jpg with the ten class folders.")
 
 
+def has_train_split(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CIFAR-10 tarball or tree with a train split (which training
+    steps use); False for anything else, including paths that do not exist."""
+    try:
+        resolve_cifar10(path, "train")
+        return True
+    except (DataError, OSError, tarfile.TarError):
+        return False
+
+
 TORCHVISION_CIFAR10 = "torchvision:cifar10"
 
 

@@ -29,6 +29,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "calibration": (1, 100_000, "calibration images"),
     "prune_steps": (1, 100, "pruning steps"),
     "round_to": (1, 512, "channel multiple"),
+    "bn_images": (0, 100_000, "photos for BatchNorm re-estimation (0 = off)"),
     "keep_worst": (0, 1000, "layers kept in float"),
     "epochs": (1, 10_000, "training epochs"),
     "recover_epochs": (0, 200, "recovery epochs"),

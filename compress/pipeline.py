@@ -426,12 +426,36 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
         steps.append({"step": name, "config": asdict(config) if config is not None else None,
                       "seconds": round(time.perf_counter() - t0, 3), "report": report})
 
+    between = recipe.recover is not None and "recover" not in done and recipe.prune_steps > 1 \
+        and recipe.prune is not None and "prune" not in done
     if recipe.prune is not None and "prune" not in done:
+        from compress.measure import evaluate
         t0 = time.perf_counter()
-        model, reports = P.prune_iterative(model, recipe.prune, ctx.spec.input_size, steps=recipe.prune_steps,
+        cfg = recipe.prune
+        histories: list = []
+        recover_between = _recover_between(ctx, recipe, teacher, histories) if between else None
+        model, reports = P.prune_iterative(model, cfg, ctx.spec.input_size, steps=recipe.prune_steps,
                                            batches=sets.scoring_batches(64) if sets else None,
+                                           bn_batches=sets.scoring_batches(cfg.bn_images)
+                                           if sets and cfg.bn_images else None,
+                                           keep_as_pruned=sets is not None, recover=recover_between,
                                            on_progress=ctx.stage("prune"), cancel=ctx.cancel)
-        step("prune_structured", recipe.prune, t0, [r.summary() for r in reports], reports)
+        last = reports[-1]
+        if last.as_pruned is not None:              # what BatchNorm re-estimation gave, on the same images
+            emit(ctx.on_progress, "prune", 1.0, "measuring the pruned model before BatchNorm re-estimation")
+            acc = evaluate(last.as_pruned, sets.evaluation, ctx.device, cancel=ctx.cancel)
+            acc.source = sets.source
+            last.accuracy_as_pruned = {**asdict(acc), "ci95": list(acc.ci95)}
+            last.as_pruned = None
+        elif cfg.bn_images and sets is None:
+            ctx.warnings.append("BatchNorm statistics were not re-estimated after pruning: no photos were "
+                                "given, so the pruned model's accuracy (if measured) is the raw one.")
+        step("prune_structured", cfg, t0, [r.summary() for r in reports], reports)
+        if between:
+            step(recipe.recover.method, recipe.recover, t0,
+                 {"history": histories, "between_prune_steps": recipe.prune_steps,
+                  "train_images": histories[-1]["train_images"] if histories else 0})
+            done = tuple(done) + ("recover",)
     if recipe.recover is not None and "recover" not in done:
         from compress.distill import recover
         t0 = time.perf_counter()
@@ -452,6 +476,26 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
               "note": "weights zeroed in place: dense bytes and dense latency do not change; "
                       "compare size_gzip_bytes"}, sp)
     return model
+
+
+def _recover_between(ctx: _Context, recipe: Recipe, teacher, histories: list):
+    """The ``recover`` callback of iterative pruning: the recipe's recovery (its epochs each
+    time) after every pruning step, on the pruned model in place; each epoch's figures go
+    to ``histories`` with the step they followed."""
+    from compress import data as D
+    from compress.distill import recover
+    d = recipe.data
+    train = D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
+                           **_model_classes(ctx.spec), batch_size=recipe.recover.batch_size)
+    sets = ctx.sets
+
+    def after_step(work: nn.Module, k: int) -> None:
+        new, res = recover(work, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
+                           val_batches=sets.evaluation if sets else None,
+                           on_progress=ctx.stage(f"recover after prune step {k}"), cancel=ctx.cancel)
+        work.load_state_dict(new.state_dict())
+        histories.extend({**asdict(h), "prune_step": k, "train_images": len(train.dataset)} for h in res.history)
+    return after_step
 
 
 def _quantize(ctx: _Context, recipe: Recipe, model, steps: list, raw: dict, device=None):

@@ -513,7 +513,6 @@ def layer_sqnr(model: nn.Module, batches: Iterable, per_channel: bool = True,
     (per-channel symmetric), as static INT8 does. The SQNR ranks which layers lose most
     in 8 bits: the candidates to keep in float. (BatchNorm folding is not simulated.)
     """
-    import torch.nn.functional as F
     work = copy.deepcopy(model).cpu().eval()
     layers = [(n, m) for n, m in work.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     power = {n: [0.0, 0.0] for n, _ in layers}
@@ -534,8 +533,14 @@ def layer_sqnr(model: nn.Module, batches: Iterable, per_channel: bool = True,
             scale = (hi - lo) / qmax or 1e-12
             zp = int(round(-lo / scale))
             xq = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, qmax)
-            wq = fq_weight(mod.weight)
-            yq = mod._conv_forward(xq, wq, mod.bias) if isinstance(mod, nn.Conv2d) else F.linear(xq, wq, mod.bias)
+            # the layer's own forward (a same-padding conv subclass pads inside it), with 8-bit
+            # weights swapped in; calling forward directly does not fire this hook again
+            weight = mod.weight.data
+            mod.weight.data = fq_weight(weight)
+            try:
+                yq = type(mod).forward(mod, xq)
+            finally:
+                mod.weight.data = weight
             power[name][0] += float(out.pow(2).sum())
             power[name][1] += float((out - yq).pow(2).sum())
         return run

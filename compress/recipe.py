@@ -14,6 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from compress.distill import RecoverConfig
 from compress.errors import CompressError
 from compress.prune import StructuredConfig, UnstructuredConfig
@@ -194,6 +196,7 @@ def _check_numbers(recipe: Recipe) -> None:
                 ("num_classes", recipe.model.num_classes, "model.num_classes")]
     if r.prune is not None:
         optional += [("prune_ratio", r.prune.ratio, "prune.ratio"), ("round_to", r.prune.round_to, "prune.round_to")]
+        checks.append(("bn_images", r.prune.bn_images, "prune.bn_images"))
         for i, (name, ratio) in enumerate(r.prune.layer_ratios):
             checks.append(("prune_ratio", ratio, f"prune.layer_ratios[{i}] ({name})"))
     if r.quantize is not None:
@@ -277,26 +280,70 @@ def _value(tp, v, where: str):
 
 # ------------------------------------------------------------------ presets for non-engineers
 
+PRESET_RESULTS = Path(__file__).resolve().parent.parent / "assets" / "preset_results.json"
+
+
+def _measured(model: str, name: str, recovered: bool) -> str:
+    """The sentence a preset's description gives about its own measured result, from
+    assets/preset_results.json (written by bench/preset_bench.py; docs/presets.md)."""
+    try:
+        results = json.loads(PRESET_RESULTS.read_text())
+    except (OSError, ValueError):
+        results = {}
+    r = results.get(model, {}).get(f"{name}|{'distilled' if recovered else 'bn'}")
+    if not r:
+        return (f" Not measured on {model} yet: bench/preset_bench.py measures a preset on a model "
+                "(docs/presets.md).")
+    speed = f", ×{r['speed']:.1f} speed (timed in turn, 95% ×{r['speed_ci'][0]:.1f}–×{r['speed_ci'][1]:.1f})" \
+        if r.get("speed") and not r.get("noisy") else ""
+    return (f" Measured on {model} ({r['n']:,} {r['data']} images, docs/presets.md): {r['top1_before']:.2f}% → "
+            f"{r['top1_after']:.2f}% top-1 ({r['top1_after'] - r['top1_before']:+.2f} points), "
+            f"{r['smaller']:.1f}× smaller{speed}.")
+
+
+def _depthwise(model: str) -> bool:
+    """Whether a zoo model (by name) is built from depthwise convs (MobileNet, EfficientNet)."""
+    from compress.zoo import ZOO, build_architecture
+    spec = ZOO.get(model)
+    if spec is None:
+        return False
+    return any(isinstance(mod, torch.nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels
+               for mod in build_architecture(spec.arch, spec.num_classes).modules())
+
+
 def presets(model: str = "resnet18_cifar10", data: Optional[DataRef] = None) -> dict[str, tuple[Recipe, str]]:
     """Named recipes for people who do not want to choose settings, each with a one-line
-    reason. ``data`` supplies the evaluation/calibration images they measure on."""
+    reason and the result it measured on this model (``_measured``). ``data`` supplies the
+    evaluation/calibration images; with ``data.train_path`` (training photos) the presets
+    that prune also distil for one epoch, on up to 10,000 of them. Every pruning preset
+    re-estimates BatchNorm statistics (StructuredConfig's default)."""
     data = data or DataRef()
     m = ModelRef(model)
+    train = bool(data.train_path)
+    # depthwise networks lose far more per channel (docs/pruning.md §3): a tenth, not a quarter
+    ratio, share = (0.1, "A tenth") if _depthwise(model) else (0.25, "A quarter")
+    recover = RecoverConfig(method="distill", epochs=1, lr=0.01, temperature=4.0, alpha=0.9) if train else None
+    pdata = replace(data, train_limit=data.train_limit or 10_000) if train else data
+    how = (" BatchNorm statistics are re-estimated after pruning, then one epoch of distillation from the "
+           "original on your training photos wins back more." if train else
+           " BatchNorm statistics are re-estimated after pruning (give training photos in the recipe, or "
+           "use Distill, to win back more).")
     return {
         "Phone (ARM CPU)": (
-            Recipe(model=m, data=data, prune=StructuredConfig(ratio=0.5, round_to=8),
+            Recipe(model=m, data=pdata, prune=StructuredConfig(ratio=ratio, round_to=8), recover=recover,
                    export=ExportRef(formats=("executorch", "onnx")), name="Phone (ARM CPU)"),
-            "Half the channels (in multiples of 8, which phone kernels like), exported for "
-            "ExecuTorch with XNNPACK, the runtime Android and iOS apps embed."),
+            f"{share} of the channels out (in multiples of 8, which phone kernels like), exported for "
+            "ExecuTorch with XNNPACK, the runtime Android and iOS apps embed." + how
+            + _measured(model, "Phone (ARM CPU)", train)),
         "Edge / server CPU": (
-            Recipe(model=m, data=data, prune=StructuredConfig(ratio=0.25),
+            Recipe(model=m, data=pdata, prune=StructuredConfig(ratio=ratio), recover=recover,
                    quantize=QuantConfig(mode="ort-int8"), export=ExportRef(formats=("onnx",)),
                    name="Edge / server CPU"),
-            "A quarter of the channels, then 8-bit integers in ONNX Runtime: the fastest path "
-            "measured on x86 CPUs, for little accuracy."),
+            f"{share} of the channels out, then 8-bit integers in ONNX Runtime: the fastest path measured "
+            "on x86 CPUs." + how + _measured(model, "Edge / server CPU", train)),
         "Keep accuracy": (
             Recipe(model=m, data=data, quantize=QuantConfig(mode="ort-int8", keep_worst=2),
                    export=ExportRef(formats=("onnx",)), name="Keep accuracy"),
-            "No pruning; 8-bit integers except the two layers 8 bits hurt most: about 4× smaller "
-            "and faster on CPUs, typically within a few tenths of a point."),
+            "No pruning; 8-bit integers except the two layers 8 bits hurt most, in ONNX Runtime."
+            + _measured(model, "Keep accuracy", False)),
     }

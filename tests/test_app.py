@@ -143,6 +143,10 @@ def test_prune_page_estimate_moves_with_the_slider_and_prune_measures(cifar_asse
     assert set(table.index) >= {"Parameters", "Size (file)", "MACs / image", "Latency, median",
                                 "Top-1 accuracy"}
     assert "n = 40 images" in table.loc["Top-1 accuracy", "how"]
+    # BatchNorm re-estimation is on by default: the accuracy before it is shown too, on the same images
+    raw = table.loc["Top-1 as pruned, before BatchNorm re-estimation"]
+    assert "the same 40 images" in raw["how"]
+    assert any("after BatchNorm re-estimation on" in c.value for c in at.caption)
     assert float(table.loc["MACs / image", "after"].split()[0]) < float(table.loc["MACs / image", "before"].split()[0])
     assert len(at.get("plotly_chart")) == 3                     # importance, one group, channels
     assert current_point(at).label.startswith("channel-pruned 0.25")

@@ -215,3 +215,22 @@ def test_sensitivity_table_is_complete_cached_and_monotone_in_macs(r18, tmp_path
     assert events[-1].fraction == 1.0 and not t.cached
     again = sensitivity(r18, (3, 32, 32), batches, unit="stage", ratios=(0.3, 0.6), cache_dir=tmp_path)
     assert again.cached and again.rows == t.rows
+
+
+def test_depthwise_networks_protect_their_projection_convs_by_default():
+    from compress.prune import default_protected, projection_layers
+    lite0 = build_architecture("efficientnet_lite0", 1000).eval()
+    proj = projection_layers(lite0)
+    assert len(proj) == 16 and all(n.endswith("._project_conv") for n in proj)
+    assert default_protected(lite0) == ("_conv_stem",) + proj
+    mbv3 = build_architecture("mobilenet_v3_large", 1000).eval()
+    p3 = projection_layers(mbv3)
+    mods = dict(mbv3.named_modules())
+    assert len(p3) == 15 and all(mods[n].kernel_size == (1, 1) and mods[n].groups == 1 for n in p3)
+    assert "features.4.block.3.0" in p3 and not any(".fc" in n for n in p3)   # squeeze-excitation skipped
+    assert projection_layers(build_architecture("resnet18", 10)) == ()
+    # pruning with the defaults keeps the residual stream: every projection keeps its channels
+    pruned, rep = prune_structured(lite0, StructuredConfig(ratio=0.25), (3, 64, 64))
+    pm = dict(pruned.named_modules())
+    assert all(pm[n].out_channels == dict(lite0.named_modules())[n].out_channels for n in proj)
+    assert count_params(pruned)[0] < count_params(lite0)[0]

@@ -169,3 +169,13 @@ def test_keep_worst_keeps_the_lowest_sqnr_layers_in_float(cifar):
     for e in worst:
         assert type(q.model.get_submodule(e.layer)) is nn.Conv2d or type(q.model.get_submodule(e.layer)) is nn.Linear
     assert worst[0].layer in q.notes[0]
+
+
+def test_layer_sqnr_runs_same_padding_convs_through_their_own_forward():
+    """efficientnet_lite0's convs pad inside forward: the 8-bit output must be computed the
+    same way, or the shapes differ (112 against 111) and the ranking crashes."""
+    from compress.quantize import layer_sqnr
+    from compress.zoo import build_architecture
+    model = build_architecture("efficientnet_lite0", 1000).eval()
+    errors = layer_sqnr(model, [torch.randn(2, 3, 224, 224)], max_images=2)
+    assert len(errors) == 50 and all(e.sqnr_db > 0 for e in errors)

@@ -55,12 +55,25 @@ def test_recipe_file_that_is_not_json_or_missing(tmp_path):
         Recipe.load(tmp_path / "missing.json")
 
 
-def test_presets_are_valid_recipes_with_a_reason():
+def test_presets_are_valid_recipes_with_a_reason_and_their_measured_result():
+    from compress.recipe import validate
     ps = presets(data=DataRef(path="/data/images"))
     assert set(ps) == {"Phone (ARM CPU)", "Edge / server CPU", "Keep accuracy"}
     for name, (recipe, reason) in ps.items():
         assert Recipe.from_json(recipe.to_json()) == recipe
         assert len(reason) > 40 and recipe.name == name
+        validate(recipe)
+        assert recipe.recover is None
+        if recipe.prune is not None:
+            assert recipe.prune.bn_images > 0                    # every pruning preset re-estimates BatchNorm
+        assert "Measured on resnet18_cifar10 (" in reason        # assets/preset_results.json, from bench/preset_bench.py
+    trained = presets(data=DataRef(path="/data/images", train_path="/data/train"))
+    for name, (recipe, reason) in trained.items():
+        validate(recipe)
+        assert (recipe.recover is not None) == (recipe.prune is not None)   # pruning presets distil
+        if recipe.recover is not None:
+            assert recipe.recover.epochs == 1 and recipe.data.train_limit == 10_000 and "distillation" in reason
+    assert "Not measured on mobilenet_v3_large yet" in presets("mobilenet_v3_large")["Keep accuracy"][1]
 
 
 def test_history_records_done_and_failed_runs_and_deletes(tmp_path):

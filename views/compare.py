@@ -29,9 +29,14 @@ st.caption("Every run you made (on these pages or with `python -m compress run`)
            "its ratios are fair; comparing latency *across* runs mixes measurement times.")
 
 with st.expander("Presets: one click, no settings"):
+    from compress.data import has_train_split
     from compress.recipe import presets
     base = base_recipe()
-    for i, (name, (preset, reason)) in enumerate(presets(spec.name, base.data).items()):
+    sidebar_path = st.session_state.get("data_path", "").strip()
+    data = replace(base.data, train_path=sidebar_path) if sidebar_path and has_train_split(sidebar_path) else base.data
+    if data.train_path:
+        st.caption(f"Training photos: the train split of {sidebar_path} (the pruning presets distil for one epoch).")
+    for i, (name, (preset, reason)) in enumerate(presets(spec.name, data).items()):
         c1, c2 = st.columns([1, 3])
         go = c1.button(name, key=f"preset_{i}")
         c2.markdown(f"{reason}  \n`{preset.describe()}`, exports: {', '.join(preset.export.formats)}")

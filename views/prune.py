@@ -42,6 +42,25 @@ elif sets is None:
             "not accuracy, and the activation/Taylor criteria are unavailable. " + no_data_hint(spec))
 
 
+
+
+def as_pruned_rows(rows: list[dict], report, before) -> list[dict]:
+    """The before/after rows with the pruned model's accuracy before BatchNorm re-estimation
+    added under the top-1 row (when it was measured)."""
+    acc = report.accuracy_as_pruned
+    if not acc:
+        return rows
+    out = []
+    for row in rows:
+        out.append(row)
+        if row["measure"] == "Top-1 accuracy":
+            out.append(dict(measure="Top-1 as pruned, before BatchNorm re-estimation", before=row["before"],
+                            after=f"{acc['top1']:.2f}% ({acc['ci95'][0]:.1f}–{acc['ci95'][1]:.1f})",
+                            change=f"{acc['top1'] - before.accuracy.top1:+.2f} pts",
+                            how=f"the same {acc['n']} images, before the statistics were re-estimated"))
+    return out
+
+
 structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
 
 # ------------------------------------------------------------------ structured
@@ -66,14 +85,20 @@ with structured:
     with right:
         protected = st.multiselect("Protected layers (never pruned)", layers, default=defaults,
                                    key="prune_protected",
-                                   help="By default the first conv, as most recipes do. In a ResNet "
-                                        "the first conv's channels run through all of layer1, the "
-                                        "largest images in the network: unprotecting it prunes much "
-                                        "faster models (docs/pruning.md) at a higher accuracy cost.")
+                                   help="By default the first conv, as most recipes do, and in depthwise "
+                                        "networks (MobileNet, EfficientNet) the projection convs that carry "
+                                        "the residual stream: pruning them collapsed efficientnet_lite0 "
+                                        "(docs/pruning.md). In a ResNet the first conv's channels run "
+                                        "through all of layer1, the largest images in the network: "
+                                        "unprotecting it prunes much faster models at a higher accuracy cost.")
         only = st.multiselect("Prune only these layers (empty = all)", layers, key="prune_only",
                               help="Single-layer mode, e.g. layer2.0.conv1, to see one layer's effect.")
         round8 = st.checkbox("Keep channel counts multiples of 8", key="prune_round8",
                              help="Phone and GPU kernels run fastest on multiples of 8.")
+        bn = st.checkbox("Re-estimate BatchNorm statistics after pruning (recommended)", value=True, key="prune_bn",
+                         help="Runs up to 512 scoring photos (never the evaluation images) through the pruned "
+                              "model to refresh each BatchNorm's mean and variance. No training; seconds. "
+                              "Without it a pruned model often looks far worse than it is.")
         st.caption(f"The output layer ({', '.join(P.output_layers(model))}) is never pruned: its "
                    f"{spec.num_classes} channels are the classes. Its inputs shrink with the layer before it.")
     if criterion in P.NEEDS_DATA and sets is None:
@@ -83,7 +108,7 @@ with structured:
     cfg = P.StructuredConfig(
         ratio=amount if target == "ratio" else None, criterion=criterion, scope=scope,
         protected=tuple(protected), only_layers=tuple(only), round_to=8 if round8 else None,
-        target=target, target_reduction=amount)
+        target=target, target_reduction=amount, bn_images=512 if bn else 0)
 
     @st.cache_data(show_spinner="Estimating…", max_entries=64)
     def cached_estimate(_model, key: str, cfg: P.StructuredConfig, input_size):
@@ -135,7 +160,14 @@ with structured:
         st.subheader("Before and after")
         st.caption(f"Both measured just now, in the same run (#{res['run_id']} in the history). Channel "
                    f"ratio {report.ratio:.3f}, criterion {report.criterion}.")
-        st.table(pd.DataFrame(compare_profiles(res["before"], res["after"])).set_index("measure"))
+        st.table(pd.DataFrame(as_pruned_rows(compare_profiles(res["before"], res["after"]), report, res["before"]))
+                 .set_index("measure"))
+        if report.bn_images:
+            st.caption(f"Top-1 accuracy is after BatchNorm re-estimation on {report.bn_images} scoring photos "
+                       "(none of them among the evaluation images); the row below it is the same pruned model "
+                       "before that, on the same images.")
+        elif res["after"].accuracy is not None:
+            st.caption("BatchNorm statistics were not re-estimated: the accuracy is the raw pruned one.")
         st.plotly_chart(charts.importance_strip(report), width="stretch", key="prune_strip")
         st.caption("Each dot is one channel. Layers joined by a residual connection or a "
                    "BatchNorm share one decision, so they appear as one row (hover to see them).")
@@ -152,28 +184,25 @@ with structured:
                                key="prune_download")
 
     st.subheader("Sensitivity scan")
-    st.caption("Prune one part at a time, without any recovery, and see how accuracy falls. "
-               "Parts whose line stays flat can be pruned harder.")
+    st.caption("Prune one part at a time, without training, and see how accuracy falls. Parts whose line "
+               "stays flat can be pruned harder. Scored on photos from the scoring pool (never the evaluation "
+               "images); with BatchNorm re-estimation ticked above, each pruned model gets it first, on the "
+               "same photos, as a real prune does.")
     s = st.columns(3)
     unit = s[0].radio("Prune one…", ["stage", "group"], horizontal=True, key="sens_unit",
                       format_func={"stage": "stage at a time", "group": "group at a time (slower)"}.get)
-    n_scan = s[1].number_input("Images for the scan", 16, 2000, 256, step=16, key="sens_n",
-                               help="A subset of the evaluation images; more is slower and surer.")
+    n_scan = s[1].number_input("Images for the scan", 16, 1024, 256, step=16, key="sens_n",
+                               help="From the scoring pool (at most its size); more is slower and surer.")
     ratios = s[2].multiselect("Ratios", list(P.SENSITIVITY_RATIOS), default=[0.2, 0.4, 0.6, 0.8],
                               key="sens_ratios")
     if st.button("Run sensitivity scan", key="sens_go", disabled=sets is None or not ratios):
         device = current_device()
         bar = st.progress(0.0, text="starting")
-        batches, n = [], 0
-        for x, y in (sets.evaluation if sets else []):
-            batches.append((x[: n_scan - n], y[: n_scan - n]))
-            n += len(batches[-1][1])
-            if n >= n_scan:
-                break
+        batches = sets.scoring_batches(int(n_scan)) if sets else []
         try:
             table = P.sensitivity(model, spec.input_size, batches, criterion=criterion,
                                   unit=unit, ratios=tuple(sorted(ratios)), protected=tuple(protected),
-                                  device=device, cache_dir=cache_dir() / "sensitivity",
+                                  device=device, cache_dir=cache_dir() / "sensitivity", reestimate_bn=bn,
                                   on_progress=lambda ev: bar.progress(ev.fraction, text=ev.message))
             keep_result("sensitivity", {"table": table})
         except CompressError as err:
@@ -182,8 +211,11 @@ with structured:
     sens = shown_result("sensitivity")
     if sens:
         t = sens["table"]
-        if t.cached:
-            st.caption("From the cache: the same weights, images and settings were scanned before.")
+        st.caption(f"{t.n} scoring photos; each pruned model "
+                   + ("had its BatchNorm statistics re-estimated first." if t.reestimate_bn
+                      else "was scored as pruned (no BatchNorm re-estimation).")
+                   + (" From the cache: the same weights, images and settings were scanned before."
+                      if t.cached else ""))
         st.plotly_chart(charts.sensitivity_lines(t), width="stretch", key="sens_chart")
         with st.expander("Sensitivity table"):
             st.dataframe(pd.DataFrame([dict(unit=r.unit, ratio=r.ratio, top1=round(r.top1, 2),
