@@ -95,7 +95,7 @@ with structured:
                               help="Single-layer mode, e.g. layer2.0.conv1, to see one layer's effect.")
         round8 = st.checkbox("Keep channel counts multiples of 8", key="prune_round8",
                              help="Phone and GPU kernels run fastest on multiples of 8.")
-        bn = st.checkbox("Re-estimate BatchNorm statistics after pruning (recommended)", value=True, key="prune_bn",
+        bn = st.checkbox("Re-estimate BatchNorm after pruning", value=True, key="prune_bn",
                          help="Runs up to 512 scoring photos (never the evaluation images) through the pruned "
                               "model to refresh each BatchNorm's mean and variance. No training; seconds. "
                               "Without it a pruned model often looks far worse than it is.")
