@@ -242,6 +242,36 @@ def _start_from(a: argparse.Namespace, flags_recipe, history):
     return start, replace(recipe, measure=flags_recipe.measure, export=flags_recipe.export, name="")
 
 
+def _cmd_diff(a: argparse.Namespace) -> int:
+    """What changed between two runs' compressed models on the same images: per-class
+    top-1 deltas (B against A) and the images whose top-1 changed."""
+    from compress.history import History
+    from compress.report import diff_runs, forgetting_sentence
+    from compress.zoo import ZOO
+    h = History(a.history)
+    runs = []
+    for rid in (a.run_a, a.run_b):
+        r = h.get(rid)
+        if r is None:
+            raise CompressError(f"There is no run {rid} in {h.path} (python -m compress history lists them).")
+        if r.status != "done" or not r.after:
+            raise CompressError(f"Run {rid} is {r.status}: only finished runs have results to compare.")
+        runs.append(r)
+    spec = ZOO.get((runs[0].recipe.get("model") or {}).get("name", ""))
+    try:
+        out = diff_runs(*runs, class_names=list(spec.categories) if spec else None)
+    except ValueError as e:
+        raise CompressError(str(e)) from None
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"run {out['a']} -> run {out['b']} on {out['n']} images ({out['source']})")
+    print(forgetting_sentence(out["per_class"], out["changed"]))
+    for r in out["per_class"][:10]:
+        print(f"  {r['class']:<24} n={r['n']:<5} {r['before']:6.1f}% -> {r['after']:6.1f}%  ({r['delta']:+.1f} points)")
+    return 0
+
+
 def _cmd_history(a: argparse.Namespace) -> int:
     from compress.history import History
     h = History(a.history)
@@ -465,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     hi.add_argument("--delete", type=_num("run_id"), default=None, metavar="ID")
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(func=_cmd_history)
+
+    df = sub.add_parser("diff", help="what changed between two runs: per-class top-1 and the images that flipped")
+    df.add_argument("run_a", type=_num("run_id"), metavar="RUN_A")
+    df.add_argument("run_b", type=_num("run_id"), metavar="RUN_B")
+    df.add_argument("--history", default=None)
+    df.add_argument("--json", action="store_true")
+    df.set_defaults(func=_cmd_diff)
 
     pd = sub.add_parser("predict", help="classify photos: top-k labels and probabilities per photo")
     pd.add_argument("photos", nargs="+", help="photo files or folders of photos")

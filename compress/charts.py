@@ -225,3 +225,45 @@ def pareto(names: Sequence[str], latency_ms: Sequence[float], top1: Sequence[flo
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x_title,
                       yaxis_title="top-1 accuracy (%)", legend=dict(orientation="h", y=-0.15))
     return fig
+
+
+def class_delta_bars(deltas: Sequence[dict]) -> go.Figure:
+    """Per-class top-1 change in points (report.per_class_deltas), largest loss first, with
+    n per class and each side's 95% Wilson interval in the hover."""
+    from compress.measure import wilson_interval
+    rows = list(deltas)
+    hover = []
+    for r in rows:
+        b = wilson_interval(round(r["before"] * r["n"] / 100), r["n"])
+        a = wilson_interval(round(r["after"] * r["n"] / 100), r["n"])
+        hover.append(f"{r['class']}: {r['before']:.1f}% → {r['after']:.1f}% on {r['n']} photos<br>"
+                     f"95% intervals {b[0]:.0f}–{b[1]:.0f}% → {a[0]:.0f}–{a[1]:.0f}%")
+    fig = go.Figure(go.Bar(x=[r["class"] for r in rows], y=[r["delta"] for r in rows],
+                           marker_color=["#E45756" if r["delta"] < 0 else "#4C78A8" for r in rows],
+                           text=[f"n={r['n']}" for r in rows], textposition="outside",
+                           hovertext=hover, hoverinfo="text"))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), title="Top-1 change per class (points)",
+                      yaxis_title="points", showlegend=False)
+    return fig
+
+
+def confusion_change(changed: Sequence[dict]) -> go.Figure:
+    """The confusion-matrix difference restricted to the images that changed: for each
+    (true class, answer) cell, how many more (red) or fewer (blue) images the compressed
+    model puts there than the original did."""
+    from collections import Counter
+    delta: Counter = Counter()
+    for c in changed:
+        delta[(c["label"], c["after"]["class"])] += 1
+        delta[(c["label"], c["before"]["class"])] -= 1
+    cells = {k: v for k, v in delta.items() if v}
+    rows = sorted({k[0] for k in cells})
+    cols = sorted({k[1] for k in cells})
+    z = [[cells.get((r, c)) for c in cols] for r in rows]
+    m = max((abs(v) for v in cells.values()), default=1)
+    fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, zmin=-m, zmax=m, colorscale="RdBu", reversescale=True,
+                               hovertemplate="true %{y}, answered %{x}: %{z:+d} images<extra></extra>"))
+    fig.update_layout(height=max(300, 28 * len(rows) + 120), margin=dict(l=10, r=10, t=30, b=10),
+                      title="Where the answers moved (changed cells only)", xaxis_title="answer",
+                      yaxis_title="true class")
+    return fig

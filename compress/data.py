@@ -459,6 +459,8 @@ class EvalSets:
     batch_size: int = 16
     n_scoring_default: int = 64
     _scoring: dict = field(default_factory=dict, repr=False)
+    files: tuple = ()                           # the evaluation images' paths, in evaluation order
+    labels: tuple = ()                          # and their labels (model class indices)
 
     @property
     def pool_size(self) -> int:
@@ -505,7 +507,8 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
                                 exclude=pool_idx)
     from compress.zoo import describe_data
     return EvalSets(list(ev_loader), len(ev), describe_data(str(path)), pool=images.subset(pool_idx),
-                    transform=transform, batch_size=min(batch_size, 16), n_scoring_default=n_scoring)
+                    transform=transform, batch_size=min(batch_size, 16), n_scoring_default=n_scoring,
+                    files=tuple(str(p) for p in ev.paths), labels=tuple(ev.labels or ()))
 
 
 def open_training(path: str | os.PathLike) -> ImageList:

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL, ended REAL,
     pid INTEGER, host TEXT             -- the process that runs it (to tell a dead one)
 )"""
-COLUMNS_ADDED = (("pid", "INTEGER"), ("host", "TEXT"))    # absent from files of earlier versions
+# absent from files of earlier versions (added when such a file is opened)
+COLUMNS_ADDED = (("pid", "INTEGER"), ("host", "TEXT"), ("data_json", "TEXT"), ("changed_json", "TEXT"))
 
 
 class HistoryError(CompressError):
@@ -55,6 +56,8 @@ class Run:
     error: Optional[str]
     started: float
     ended: Optional[float]
+    data: Optional[dict] = None        # the images: source, n, seed, files and labels in evaluation order
+    changed: Optional[list] = None     # images whose top-1 changed from the original (report.changed_images)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -116,10 +119,12 @@ class History:
         """The folder where run ``run_id`` keeps its model file (next to the history file)."""
         return self.path.parent / "artifacts" / f"run-{run_id}"
 
-    def finish(self, run_id: int, before: dict, after: dict, steps: list, artifacts: dict) -> None:
+    def finish(self, run_id: int, before: dict, after: dict, steps: list, artifacts: dict,
+               data: Optional[dict] = None, changed: Optional[list] = None) -> None:
         self._write("UPDATE runs SET status='done', before_json=?, after_json=?, steps_json=?, artifacts_json=?, "
-                    "ended=? WHERE id=?",
+                    "data_json=?, changed_json=?, ended=? WHERE id=?",
                     (json.dumps(before), json.dumps(after), json.dumps(steps), json.dumps(artifacts),
+                     None if data is None else json.dumps(data), None if changed is None else json.dumps(changed),
                      time.time(), run_id))
 
     def fail(self, run_id: int, error: str, status: str = "failed") -> None:
@@ -178,4 +183,4 @@ def _run(r: sqlite3.Row) -> Run:
     return Run(r["id"], r["name"], status, r["source"], json.loads(r["recipe_json"]),
                load(r["before_json"]), load(r["after_json"]), load(r["steps_json"]),
                load(r["artifacts_json"]), r["device"], load(r["versions_json"]), r["error"],
-               r["started"], r["ended"])
+               r["started"], r["ended"], load(r["data_json"]), load(r["changed_json"]))

@@ -18,6 +18,7 @@ import copy
 import gzip
 import io
 import math
+import os
 import statistics
 import time
 import uuid
@@ -54,15 +55,42 @@ class Latency:
     warmup: int
     interleaved_with: list[str] = field(default_factory=list)   # models timed in the same loop
     loop: str = ""             # id of that loop: two latencies with the same id were timed together
+    others_cpu: Optional[float] = None   # share of the machine's CPU other programs used meanwhile (Linux)
 
     @property
     def noisy(self) -> bool:
-        """The runs disagree: a busy machine (the 90th percentile is over 1.5× the median)."""
-        return self.p90 > NOISY_P90 * self.median
+        """A busy machine: the runs disagree (the 90th percentile is over 1.5× the median),
+        or other programs used over a quarter of the CPU while timing (a steady load slows
+        every run alike, so it does not show in the spread, yet it biases ratios between
+        runtimes that use their threads differently)."""
+        return self.p90 > NOISY_P90 * self.median or (self.others_cpu or 0.0) > NOISY_OTHERS
 
 
 NOISY_P90 = 1.5          # p90/median above this: the machine was busy while timing
 NOISY_RATIO = 1.35       # a speed ratio's 95% interval wider than this factor (hi/lo): ratios disagree
+NOISY_OTHERS = 0.25      # other programs used more than this share of all cores while timing
+
+
+def _cpu_snapshot() -> Optional[tuple[float, float, float]]:
+    """(all cores' busy seconds, all cores' seconds, this process's CPU seconds) from
+    /proc/stat (Linux; None elsewhere). Steal time counts as busy: another tenant ran."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        hz = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    total = sum(fields[:8])                           # user nice system idle iowait irq softirq steal
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (total - idle) / hz, total / hz, time.process_time()
+
+
+def others_cpu_share(start, end) -> Optional[float]:
+    """The share of all cores other programs used between two :func:`_cpu_snapshot`s."""
+    if start is None or end is None or end[1] - start[1] <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[2] - start[2])
+    return max(0.0, min(1.0, others / (end[1] - start[1])))
 
 
 @dataclass
@@ -99,6 +127,7 @@ class Accuracy:
     correct1: int = 0
     correct5: int = 0
     source: str = ""                # which images: the folder/tarball, or the bundled sample
+    per_class: list = field(default_factory=list)   # {"class", "index", "n", "correct"}, by class index
 
 
 @dataclass
@@ -121,6 +150,9 @@ class Profile:
     # role "total" (against the original), and for a model in another runtime "runtime"
     # (PyTorch -> that runtime, both FP32) and "compression" (within that runtime)
     speed: list[dict] = field(default_factory=list)
+    # every evaluation image's top-1 class and its probability, in the order of the run's
+    # data["files"] (what "what changed" compares between two models on the same images)
+    per_image: Optional[dict] = None        # {"pred": [int], "prob": [float]}
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -278,7 +310,10 @@ class Timing:
         ratios = [b / o for b, o in zip(self.times[base], self.times[other]) if o > 0]
         lo, hi = median_ci95(ratios)
         why = [f"{n}'s slowest runs (p90) took {self.latency[n].p90 / self.latency[n].median:.1f}× its median"
-               for n in (base, other) if self.latency[n].noisy]
+               for n in (base, other) if self.latency[n].p90 > NOISY_P90 * self.latency[n].median]
+        others = self.latency[base].others_cpu
+        if others is not None and others > NOISY_OTHERS:
+            why.append(f"other programs used {100 * others:.0f}% of the CPU while timing")
         if lo > 0 and hi / lo > NOISY_RATIO:
             why.append(f"the round-by-round ratios disagree (95% interval ×{lo:.2f}–×{hi:.2f})")
         return Speedup(base=base, other=other, ratio=float(statistics.median(ratios)), ci95=(lo, hi),
@@ -333,9 +368,12 @@ def time_interleaved(models: Sequence[tuple[str, nn.Module, torch.device]], inpu
                 inputs[str(dev)] = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0)).to(dev)
         times: dict[str, list[float]] = {n: [] for n in names}
         k = len(models)
+        cpu0 = None
         total = warmup + runs
         with torch.inference_mode():
             for r in range(total):
+                if r == warmup:                    # the timed rounds start: who else uses the CPU from now
+                    cpu0 = _cpu_snapshot()
                 for j in range(k):
                     name, m, dev = models[(r + j) % k]
                     if cancel is not None and cancel.is_set():
@@ -350,9 +388,11 @@ def time_interleaved(models: Sequence[tuple[str, nn.Module, torch.device]], inpu
                         sync()
                     if r >= warmup:
                         times[name].append((time.perf_counter() - t0) * 1000)
+
                 if r % 5 == 0:
                     emit(on_progress, "latency", (r + 1) / total,
                          f"timing round {r + 1}/{total}" + (f" ({k} models in turn)" if k > 1 else ""))
+        others = others_cpu_share(cpu0, _cpu_snapshot())
         lat = {}
         loop = uuid.uuid4().hex[:12]
         for name, _, dev in models:
@@ -360,7 +400,8 @@ def time_interleaved(models: Sequence[tuple[str, nn.Module, torch.device]], inpu
             lat[name] = Latency(median=float(statistics.median(t)), p90=float(np.percentile(t, 90)),
                                 mean=float(np.mean(t)), batch=batch, device=str(dev),
                                 threads=torch.get_num_threads(), runs=runs, warmup=warmup,
-                                interleaved_with=[n for n in names if n != name], loop=loop)
+                                interleaved_with=[n for n in names if n != name], loop=loop,
+                                others_cpu=others)
         return Timing(latency=lat, times=times)
     finally:
         torch.set_num_threads(old_threads)
@@ -405,12 +446,19 @@ def measure_peak_memory(model: nn.Module, input_size: tuple[int, int, int],
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: Optional[int] = None,
              on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None,
-             predictions: Optional[list] = None) -> Accuracy:
-    """Top-1/top-5 over labelled batches (labels < 0 are skipped), with a 95% interval.
-    ``predictions``, when given, is extended with every image's top-1 class."""
+             predictions: Optional[list] = None, per_image: Optional[dict] = None,
+             class_names: Sequence[str] = ()) -> Accuracy:
+    """Top-1/top-5 over labelled batches (labels < 0 are skipped), with a 95% interval and
+    per-class counts (named by ``class_names`` where given). ``predictions``, when given,
+    is extended with every image's top-1 class; ``per_image`` (a dict) gets "pred" and
+    "prob": every image's top-1 class and its softmax probability, in batch order."""
     model = model.to(device).eval()
     c1 = c5 = n = 0
     num_classes = None
+    per_class: dict[int, list[int]] = {}
+    if per_image is not None:
+        per_image.setdefault("pred", [])
+        per_image.setdefault("prob", [])
     for i, (x, y) in enumerate(batches):
         if cancel is not None and cancel.is_set():
             raise Cancelled("evaluation cancelled")
@@ -419,6 +467,15 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: O
         num_classes = logits.shape[1]
         if predictions is not None:
             predictions.extend(logits.argmax(1).tolist())
+        if per_image is not None:
+            prob, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+            per_image["pred"].extend(pred.tolist())
+            per_image["prob"].extend(round(float(p), 4) for p in prob)
+        for label, hit in zip(y.tolist(), (logits.argmax(1) == y).tolist()):
+            if label >= 0:
+                counts = per_class.setdefault(int(label), [0, 0])
+                counts[0] += 1
+                counts[1] += int(hit)
         keep = y >= 0
         logits, y = logits[keep], y[keep]
         k = min(5, num_classes)
@@ -433,7 +490,10 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, total: O
         raise DataError("The dataset has no labelled images to measure accuracy on.")
     lo, hi = wilson_interval(c1, n)
     top5 = 100.0 * c5 / n if (num_classes or 0) >= 5 else None
-    return Accuracy(top1=100.0 * c1 / n, top5=top5, n=n, ci95=(lo, hi), correct1=c1, correct5=c5)
+    classes = [{"class": class_names[k] if k < len(class_names) else str(k), "index": k, "n": v[0],
+                "correct": v[1]} for k, v in sorted(per_class.items())]
+    return Accuracy(top1=100.0 * c1 / n, top5=top5, n=n, ci95=(lo, hi), correct1=c1, correct5=c5,
+                    per_class=classes)
 
 
 def check_labels_fit(labels: Iterable[int], num_classes: int, model_name: str) -> None:
@@ -451,7 +511,8 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
                   threads: Optional[int] = None, eval_batches: Optional[Iterable] = None,
                   eval_total: Optional[int] = None, weights: str = "",
                   on_progress: Optional[OnProgress] = None,
-                  cancel: Optional[Cancel] = None, latency: bool = True, eval_source: str = "") -> Profile:
+                  cancel: Optional[Cancel] = None, latency: bool = True, eval_source: str = "",
+                  class_names: Sequence[str] = ()) -> Profile:
     """Measure everything about one model. The model is not changed (it is moved to ``device``).
     ``latency=False`` leaves the timing to the caller (the pipeline times the models it
     compares together, with :func:`time_interleaved`)."""
@@ -463,15 +524,16 @@ def profile_model(model: nn.Module, name: str, input_size: tuple[int, int, int],
                           threads=threads, on_progress=on_progress, cancel=cancel) if latency else None
     ort = getattr(model, "onnx_bytes", None) is not None     # ONNX Runtime's memory is its own
     mem = None if ort else measure_peak_memory(model, input_size, device, batch=batch)
-    acc = None
+    acc = per_image = None
     if eval_batches is not None:
+        per_image = {}
         acc = evaluate(model, eval_batches, device, total=eval_total, on_progress=on_progress,
-                       cancel=cancel)
+                       cancel=cancel, per_image=per_image, class_names=class_names)
         acc.source = eval_source
     emit(on_progress, "done", 1.0, "profile complete")
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=size,
                    size_gzip_bytes=size_gz, macs=macs, input_size=tuple(input_size),
-                   latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights,
+                   latency_ms=lat, peak_memory_bytes=mem, accuracy=acc, weights=weights, per_image=per_image,
                    **({"runtime": "ONNX Runtime"} if ort else {}))
 
 

@@ -111,6 +111,7 @@ class Result:
     start_run: Optional[int] = None    # the run whose model this one started from
     start_profile: Optional[dict] = None   # that model, measured in this run
     warnings: list[str] = field(default_factory=list)
+    changed: Optional[list] = None     # images whose top-1 changed from the original (report.changed_images)
     model: Any = None                  # the final model (nn.Module or QuantizedModel); not JSON
     float_model: Any = None            # the last float model (before quantization)
     reports: dict[str, Any] = field(default_factory=dict)   # step -> the engine's report object
@@ -122,7 +123,8 @@ class Result:
                 "after": self.after, "start_run": self.start_run, "start_profile": self.start_profile,
                 "steps": self.steps, "exports": self.exports, "export_errors": self.export_errors,
                 "artifacts": self.artifacts,
-                "versions": self.versions, "warnings": self.warnings, "seconds": round(self.seconds, 2)}
+                "versions": self.versions, "warnings": self.warnings, "seconds": round(self.seconds, 2),
+                "changed": self.changed}
 
     @property
     def point(self) -> Point:
@@ -174,7 +176,7 @@ class _Record:
         steps = result.steps + ([{"step": "start", "config": {"run": result.start_run}, "seconds": 0,
                                   "report": {"profile": result.start_profile}}] if result.start_run else [])
         self._safe("finished", self.history.finish, result.run_id, result.before, result.after, steps,
-                   result.artifacts)
+                   result.artifacts, result.data, result.changed)
 
     def fail(self, run_id: Optional[int], e: BaseException) -> None:
         if run_id is None or self.history is None:
@@ -316,7 +318,7 @@ class _Context:
                              eval_batches=sets.evaluation if sets else None,
                              eval_total=sets.n_eval if sets else None, weights=self.loaded.weights_note,
                              on_progress=self.stage(name), cancel=self.cancel, latency=latency,
-                             eval_source=sets.source if sets else "").to_json()
+                             eval_source=sets.source if sets else "", class_names=self.spec.categories).to_json()
 
     def profile_quantized(self, q, reference, name: str, latency: bool = True) -> dict:
         from compress.quantize import profile_quantized
@@ -325,7 +327,8 @@ class _Context:
                                  self.spec.input_size, batch=ms.batch, runs=ms.runs, warmup=ms.warmup,
                                  threads=ms.threads, eval_batches=sets.evaluation if sets else None,
                                  weights=self.loaded.weights_note, on_progress=self.stage(name),
-                                 latency=latency, eval_source=sets.source if sets else "").to_json()
+                                 latency=latency, eval_source=sets.source if sets else "",
+                                 class_names=self.spec.categories).to_json()
 
     def time(self, models: Sequence[tuple[str, Any]]):
         """Time ``models`` ((name, nn.Module or QuantizedModel)) together, interleaved, each
@@ -354,7 +357,8 @@ class _Context:
     def data_json(self) -> Optional[dict]:
         s = self.sets
         return None if s is None else {"source": s.source, "n_eval": s.n_eval, "scoring_pool": s.pool_size,
-                                       "seed": self.recipe.data.seed}
+                                       "seed": self.recipe.data.seed, "files": list(s.files),
+                                       "labels": list(s.labels)}
 
 
 def _context(recipe: Recipe, loaded, sets, on_progress, cancel) -> _Context:
@@ -578,8 +582,10 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
                     versions=ctx.versions, reports=raw, loaded=ctx.loaded,
                     start_run=start.run_id if start is not None else None, start_profile=start_profile)
-    from compress.report import chance_warnings
+    from compress.report import chance_warnings, changed_images
     result.warnings.extend(ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
+    if result.data is not None and after is not before:
+        result.changed = changed_images(result.data, before, after, ctx.spec.categories)
     if recipe.export.formats:
         _export(result, ctx)
     result.seconds = time.perf_counter() - t_all
@@ -701,7 +707,7 @@ def _time_variants(ctx: _Context, record: _Record, before: dict, reference: dict
         timing.set_latency("float model", reference)
     ref_name = "float model" if distinct else "original"
     ort_fp32 = next((m[0] for m in made if m[4].mode == "ort-fp32"), None)
-    from compress.report import chance_warnings
+    from compress.report import chance_warnings, changed_images
     for name, vr, recorded, run_id, q, vsteps, vraw, after, seconds, i in made:
         timing.set_latency(name, after)
         speed = [timing.speedup("original", name, "total")]
@@ -721,6 +727,8 @@ def _time_variants(ctx: _Context, record: _Record, before: dict, reference: dict
                      start_run=start.run_id if start is not None else None,
                      start_profile=reference if start is not None else None, run_id=run_id,
                      seconds=seconds, warnings=record.warnings)
+        if res.data is not None:
+            res.changed = changed_images(res.data, before, after, ctx.spec.categories)
         if recorded:
             record.finish(res)
         outcome[i] = res

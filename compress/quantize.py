@@ -467,7 +467,8 @@ MODES: dict[str, QuantMode] = {m.name: m for m in (
 def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_size,
                       batch: int = 1, runs: int = 50, warmup: int = 10, threads: Optional[int] = None,
                       eval_batches: Optional[list] = None, weights: str = "",
-                      on_progress: Optional[OnProgress] = None, latency: bool = True, eval_source: str = ""):
+                      on_progress: Optional[OnProgress] = None, latency: bool = True, eval_source: str = "",
+                      class_names=()):
     """A Profile of a quantized model, measured in the runtime that executes it.
 
     Params and MACs are the float reference's (quantization keeps every weight and every
@@ -482,17 +483,20 @@ def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_
     lat = measure_latency(q.model, input_size, q.device, batch=batch, warmup=warmup, runs=runs,
                           threads=threads, on_progress=on_progress) if latency else None
     mem = None if q.onnx is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
-    acc = agree = None
+    acc = agree = per_image = None
     if eval_batches is not None:
         preds: list = []
-        acc = evaluate(q.model, eval_batches, q.device, on_progress=on_progress, predictions=preds)
+        per_image = {}
+        acc = evaluate(q.model, eval_batches, q.device, on_progress=on_progress, predictions=preds,
+                       per_image=per_image, class_names=class_names)
         acc.source = eval_source
         agree = None if reference is None else top1_agreement(reference, preds, eval_batches)
     return Profile(model=name, params=params, nonzero_params=nonzero, size_bytes=q.size_bytes,
                    size_gzip_bytes=q.size_gzip_bytes,
                    macs=count_macs(reference, input_size) if reference is not None else None,
                    input_size=tuple(input_size), latency_ms=lat, peak_memory_bytes=mem, accuracy=acc,
-                   weights=weights, notes=list(q.notes), runtime=q.runtime, agreement_top1=agree)
+                   weights=weights, notes=list(q.notes), runtime=q.runtime, agreement_top1=agree,
+                   per_image=per_image)
 
 
 # ------------------------------------------------------------------ per-layer error

@@ -108,6 +108,12 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
         page.get_by_role("link", name="Compare").click()
         page.get_by_text("Accuracy against speed").wait_for(timeout=120_000)
         plain = main.get_by_text(re.compile(r"× smaller, .*validation images")).first.inner_text()
+        # what the pruned + INT8 model forgets: the chart, the heatmap and flipped photos
+        main.get_by_text("Was right, now wrong").wait_for(timeout=60_000)
+        changed = main.get_by_text(re.compile(r"photos became right, \d+ became wrong")).first.inner_text()
+        main.locator("[data-testid=stImage] img").first.wait_for(timeout=60_000)
+        flipped = main.locator("[data-testid=stImage] img").count()
+        charts_shown = main.locator(".js-plotly-plot").count()
         page.get_by_role("button", name="Export", exact=True).click()
         page.get_by_role("button", name="Download onnx").wait_for(timeout=300_000)
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
@@ -126,6 +132,7 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
         _save(tmp_path, "prune.png", "quantize.png", "compare.png", "classify2.png")
         browser.close()
     assert "points" in plain and "validation images" in plain
+    assert "Most of the loss is in" in changed and flipped >= 1 and charts_shown >= 3   # pareto, deltas, heatmap
     import numpy as np
     import onnxruntime as ort
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

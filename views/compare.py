@@ -17,7 +17,8 @@ import streamlit as st
 from compress import charts
 from compress.errors import CompressError
 from compress.measure import Profile
-from compress.report import compare_profiles, speed_entry, speed_ratio, summary
+from compress.report import (compare_profiles, diff_runs, forgetting_sentence, per_class_deltas, speed_entry,
+                             speed_ratio, summary)
 from views.common import (base_recipe, current, history, model_ref, require_model, run_pipeline,
                           set_current)
 
@@ -152,6 +153,44 @@ if runs:
     if b[2].button("Delete this run", key="cmp_delete"):
         h.delete(pick)
         st.rerun()
+
+    st.subheader("What changed")
+    other_ids = [i for i in ids if i != pick]
+    against = st.radio("Compare its compressed model with", ["its original", "another run's model"],
+                       horizontal=True, key="wc_against", disabled=not other_ids)
+    if against == "its original" or not other_ids:
+        deltas, changed = per_class_deltas(chosen.before, chosen.after), chosen.changed
+        what = f"run #{chosen.id}'s original → its compressed model"
+        if changed is None:
+            st.info("This run kept no per-image results (recorded by an earlier version, or measured without "
+                    "labelled images). Measure it again to see what changed.")
+    else:
+        other = by_id[st.selectbox("Other run", other_ids, key="wc_other",
+                                   format_func=lambda i: f"#{i} {by_id[i].name}")]
+        what = f"run #{chosen.id}'s model → run #{other.id}'s model"
+        try:
+            d = diff_runs(chosen, other, class_names=list(spec.categories))
+            deltas, changed = d["per_class"], d["changed"]
+        except ValueError as e:
+            st.warning(str(e))
+            deltas, changed = [], None
+    if changed is not None and deltas:
+        st.markdown(f"**{what}**: {forgetting_sentence(deltas, changed)}")
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.class_delta_bars(deltas), width="stretch", key="wc_bars")
+        if changed:
+            c2.plotly_chart(charts.confusion_change(changed), width="stretch", key="wc_heat")
+        for kind, title in (("broken", "Was right, now wrong"), ("fixed", "Was wrong, now right")):
+            shown = [c for c in changed if c["change"] == kind and Path(c["file"]).is_file()][:12]
+            if not shown:
+                continue
+            st.markdown(f"**{title}** ({sum(c['change'] == kind for c in changed)} photos"
+                        + (", the first 12" if len(shown) == 12 else "") + ")")
+            cols = st.columns(6)
+            for i, c in enumerate(shown):
+                cols[i % 6].image(c["file"], width=96, caption=(
+                    f"{c['label']}: {c['before']['class']} {100 * c['before']['prob']:.0f}% → "
+                    f"{c['after']['class']} {100 * c['after']['prob']:.0f}%"))
 
     if len(ids) >= 2:
         st.subheader("Two runs side by side")
