@@ -254,7 +254,8 @@ def test_decompression_bomb_in_a_dataset_is_a_message_naming_it(tmp_path, chelse
 
 
 def _numeric_flags():
-    """(command, flag, limits name) for every numeric flag of every command."""
+    """(command, flag, limits name) for every numeric flag of every command; a positional
+    argument appears as its metavar (e.g. diff's RUN_A), with no leading dashes."""
     import argparse
     from compress import __main__ as cli
     seen = []
@@ -266,7 +267,7 @@ def _numeric_flags():
                 for cmd, sub in action.choices.items():
                     for a in sub._actions:
                         if callable(a.type) and a.type.__name__ not in ("str",):
-                            seen.append((cmd, a.option_strings[0] if a.option_strings else a.dest,
+                            seen.append((cmd, a.option_strings[0] if a.option_strings else (a.metavar or a.dest),
                                          a.type.__name__.replace(" ", "_")))
         raise SystemExit(0)
     argparse.ArgumentParser.parse_args = grab
@@ -293,7 +294,11 @@ def test_every_numeric_flag_rejects_zero_negative_and_huge_with_one_line(capsys)
                 v = None
             if v is not None and v == v and lo <= v <= hi and not (isinstance(hi, int) and "e" in value):
                 continue                                   # a valid value (e.g. --seed 0): not a bad input
-            argv = [cmd] + (["resnet18_cifar10", "--data", "x"] if cmd == "train-baseline" else []) + [flag, value]
+            if flag.startswith("-"):
+                argv = [cmd] + (["resnet18_cifar10", "--data", "x"] if cmd == "train-baseline" else []) + [flag, value]
+            else:                            # a positional number (diff RUN_A RUN_B): the others valid
+                places = [f for c, f, _ in flags if c == cmd and not f.startswith("-")]
+                argv = [cmd] + [value if f == flag else "1" for f in places]
             with pytest.raises(SystemExit) as e:
                 main(argv)
             out = capsys.readouterr()
