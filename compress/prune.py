@@ -10,6 +10,7 @@ Every function returns a new model; the caller's model is never changed.
 from __future__ import annotations
 
 import copy
+import weakref
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -128,6 +129,9 @@ def _is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
+_PROJECTIONS: "weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]]" = weakref.WeakKeyDictionary()
+
+
 def projection_layers(model: nn.Module) -> tuple[str, ...]:
     """In an inverted-residual network (MobileNetV2/V3, EfficientNet), the 1×1 conv that
     follows each depthwise conv and projects back to the block's output: its channels are
@@ -135,9 +139,16 @@ def projection_layers(model: nn.Module) -> tuple[str, ...]:
     name: the first 1×1, ungrouped conv after a depthwise conv that reads all of its
     channels and keeps a spatial map (a squeeze-excitation conv between them works on a
     pooled 1×1 map and is skipped). Empty for networks without depthwise convs."""
+    if model in _PROJECTIONS:              # one forward pass per model object (pages ask on every rerun)
+        return _PROJECTIONS[model]
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not any(_is_depthwise(m) for _, m in convs):
         return ()
+    _PROJECTIONS[model] = found = _find_projections(model, convs)
+    return found
+
+
+def _find_projections(model: nn.Module, convs: list) -> tuple[str, ...]:
     spatial: dict[str, int] = {}
 
     def record(name: str):
@@ -146,15 +157,15 @@ def projection_layers(model: nn.Module) -> tuple[str, ...]:
         return hook
     hooks = [m.register_forward_hook(record(n)) for n, m in convs]
     first = convs[0][1]
+    was = model.training
     try:
+        model.eval()
         with torch.no_grad():
-            was = model.training
-            model.eval()
             model(torch.zeros(1, first.in_channels, 64, 64, device=first.weight.device))
-            model.train(was)
     except Exception:  # noqa: BLE001 - a model that cannot run at 64×64: no projections found, nothing protected
         return ()
     finally:
+        model.train(was)
         for h in hooks:
             h.remove()
     out, waiting = [], None
