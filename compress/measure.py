@@ -316,6 +316,10 @@ class Timing:
             why.append(f"other programs used {100 * others:.0f}% of the CPU while timing")
         if lo > 0 and hi / lo > NOISY_RATIO:
             why.append(f"the round-by-round ratios disagree (95% interval ×{lo:.2f}–×{hi:.2f})")
+        if why:
+            # a busy machine adds error that the median's sampling interval does not see (a load
+            # shifts whole stretches of rounds alike): the interval becomes the ratios' full range
+            lo, hi = min(ratios), max(ratios)
         return Speedup(base=base, other=other, ratio=float(statistics.median(ratios)), ci95=(lo, hi),
                        spread=(min(ratios), max(ratios)), pairs=len(ratios), noisy=bool(why),
                        why="; ".join(why), role=role)
