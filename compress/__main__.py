@@ -342,12 +342,44 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     return 0
 
 
+def _saliency_path(out: str) -> Path:
+    """``--saliency``'s file, checked before any model loads."""
+    out_path = Path(out).expanduser()
+    if out_path.suffix.lower() != ".png":
+        raise CompressError(f"--saliency {out}: give a .png file name.")
+    if not out_path.parent.is_dir():
+        raise CompressError(f"--saliency {out}: the folder {out_path.parent} does not exist.")
+    return out_path
+
+
+def _write_saliency(out: str, entries: list[dict], files, spec, model, original) -> None:
+    """One PNG per answered photo: where the model looks (next to where the original looks
+    when ``original`` is given, i.e. for ``--run``). One photo writes ``out`` itself; several
+    write ``out``'s stem + ``-`` + the photo's stem. Each entry gains ``saliency``: the file,
+    the method and, with two maps, their similarity."""
+    from compress import saliency
+    from compress.images import read_image
+    out_path = _saliency_path(out)
+    answered = [(e, f) for e, f in zip(entries, files) if "top" in e]
+    models = ([("original", original)] if original is not None else []) + [("model", model)]
+    for e, f in answered:
+        image = read_image(Path(f).read_bytes(), Path(f).name)
+        maps = saliency.explain(models, image, spec.preprocess, spec.categories)
+        target = out_path if len(answered) == 1 else out_path.with_name(f"{out_path.stem}-{Path(f).stem}.png")
+        saliency.side_by_side(image, maps, [n for n, _ in models]).save(target)
+        e["saliency"] = {"file": str(target), "method": maps[0].method}
+        if len(maps) == 2:
+            e["saliency"]["similarity"] = round(saliency.similarity(*maps), 4)
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     """Top-k labels and probabilities per photo; a photo that cannot be read is a message of
     its own (exit 0 when at least one photo was answered, 2 when none)."""
     from compress.device import resolve_device
     from compress.predict import photo_files, predict_files
     files = photo_files(a.photos)                     # a missing path fails before the model loads
+    if a.saliency:
+        _saliency_path(a.saliency)
     device = resolve_device(a.device)
     if a.run is not None:
         if a.model or a.checkpoint:
@@ -359,12 +391,16 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         if run is None:
             raise CompressError(f"There is no run {a.run} in {h.path}.")
         point = pipeline.point_of_run(run)
-        spec = _load_spec(point.recipe.model)
+        orig = pipeline.load_ref(point.recipe.model)
+        spec, original = orig.spec, orig.model
         model, device = point.module, (device if not point.quantized else resolve_device("cpu"))
     else:
         loaded = _load(a)
         spec, model = loaded.spec, loaded.model
+        original = None
     entries = predict_files(model, spec, files, device, topk=a.topk)
+    if a.saliency:
+        _write_saliency(a.saliency, entries, files, spec, model, original)
     if a.json:
         print(json.dumps(entries, indent=2))
     else:
@@ -373,16 +409,15 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                 print(f"{e['file']}: error: {e['error']}")
             else:
                 print(f"{e['file']}: " + ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in e["top"]))
+                if "saliency" in e:
+                    sal = e["saliency"]
+                    extra = (f"; similarity to the original's map {sal['similarity']:.2f}"
+                             if "similarity" in sal else "")
+                    print(f"  saliency ({sal['method']}) written to {sal['file']}{extra}")
     for e in entries:
         if "error" in e and a.json:
             print(f"warning: {e['error']}", file=sys.stderr)
     return 0 if any("top" in e for e in entries) else 2
-
-
-def _load_spec(ref):
-    """The ModelSpec (preprocessing, class names) of a recipe's original model."""
-    from compress.pipeline import load_ref
-    return load_ref(ref).spec
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
@@ -512,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--history", default=None, help="history file for --run")
     pd.add_argument("--topk", type=_num("topk"), default=5)
     pd.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    pd.add_argument("--saliency", default=None, metavar="OUT.png",
+                    help="write where the model looks (Grad-CAM, or occlusion for INT8/ONNX models) as a "
+                         "PNG; with --run, next to the original's map. Several photos: OUT-<photo>.png")
     pd.add_argument("--json", action="store_true",
                     help='one list: {"file", "top": [{"index", "label", "prob"}]} or {"file", "error"} per photo')
     pd.set_defaults(func=_cmd_predict)

@@ -127,6 +127,10 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
         page.locator("input[type=file]").set_input_files(str(chelsea_png))
         page.get_by_text("for this photo on").nth(1).wait_for(timeout=120_000)
         main.get_by_text(re.compile("Both models say|The two models disagree")).wait_for(timeout=60_000)
+        # where each model looks: the INT8 model has no gradients, so both get occlusion maps
+        main.get_by_text("Where does each model look?").click()
+        main.get_by_text("Similarity of the two maps").wait_for(timeout=120_000)
+        maps = main.locator("[data-testid=stImage]").filter(has_text="where it looks for").count()
         main = page.locator("[data-testid=stMain]").inner_text()
         page.screenshot(path=str(tmp_path / "classify2.png"), full_page=True)
         _save(tmp_path, "prune.png", "quantize.png", "compare.png", "classify2.png")
@@ -140,6 +144,7 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
     assert out.shape == (2, 10)
     assert "Original" in main and "Compressed: channel-pruned" in main
     assert ("Both models say" in main) or ("The two models disagree" in main)
+    assert maps == 2 and "occlusion (gradient-free)" in main and "they look at" in main
 
 
 def test_open_switch_pages_upload_photo_and_read_prediction(server, chelsea_png, tmp_path):

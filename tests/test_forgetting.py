@@ -69,3 +69,78 @@ def test_history_keeps_them_and_diff_compares_two_runs(runs):
     assert text.returncode == 0 and "photos became right" in text.stdout
     missing = run_cli("diff", str(a.run_id), "999", "--history", str(h.path))
     assert missing.returncode == 2 and "no run 999" in missing.stderr
+
+
+# ------------------------------------------------------------------ where each model looks
+
+def _photo(size=(300, 200)):
+    """A real photo (scikit-image's astronaut), cropped to a non-square size."""
+    from PIL import Image
+    from skimage import data
+    return Image.fromarray(data.astronaut()).resize(size)
+
+
+def test_saliency_maps_are_the_photos_size_and_differ_between_two_models(runs, lite0):
+    import numpy as np
+
+    from compress import saliency
+    _, (res, _, _) = runs
+    photo = _photo()
+    spec = lite0.spec
+    [m] = saliency.explain([("lite0", lite0.model)], photo, spec.preprocess, spec.categories)
+    assert m.method == saliency.GRAD_CAM and m.size == photo.size and m.values.shape == (200, 300)
+    # ImageNet preprocessing keeps the centre crop: 224/256 of the shorter side, centred
+    left, top, right, bottom = m.crop_box
+    assert (right - left, bottom - top) == (175, 175) and abs(left - (300 - right)) <= 1
+    assert np.isnan(m.values[:, :left]).all() and not np.isnan(m.values[top:bottom, left:right]).any()
+    inside = m.values[top:bottom, left:right]
+    assert inside.min() >= 0 and inside.max() == pytest.approx(1.0) and inside.std() > 0.05
+    # the original and its pruned copy (run 1) on a CIFAR-sized view of the same photo
+    from compress.zoo import get_spec, load_model
+    cifar = get_spec("resnet18_cifar10")
+    original = load_model("resnet18_cifar10").model
+    a, b = saliency.explain([("original", original), ("pruned", res.model)], photo, cifar.preprocess,
+                            cifar.categories)
+    assert a.values.shape == b.values.shape == (200, 300)
+    assert not np.allclose(np.nan_to_num(a.values), np.nan_to_num(b.values), atol=1e-3)
+    r = saliency.similarity(a, b)
+    assert -1 <= r < 0.999
+    same = saliency.explain([("a", original), ("b", original)], photo, cifar.preprocess, cifar.categories)
+    assert saliency.similarity(*same) == pytest.approx(1.0)
+
+
+def test_int8_models_are_explained_by_occlusion_and_grad_cam_on_them_is_a_message(runs):
+    import torch
+
+    from compress import quantize, saliency
+    from compress.zoo import get_spec, load_model
+    spec = get_spec("resnet18_cifar10")
+    original = load_model("resnet18_cifar10").model
+    photo = _photo((64, 64))
+    calib = [torch.stack([spec.preprocess.transform()(_photo((40 + i, 48))) for i in range(8)])]
+    q = quantize.quantize(original, quantize.QuantConfig(mode="ort-int8", calibration=8), spec.input_size,
+                          calibration=calib)
+    assert not saliency.has_gradients(q.model) and saliency.has_gradients(original)
+    a, b = saliency.explain([("original", original), ("int8", q.model)], photo, spec.preprocess, spec.categories)
+    assert a.method == b.method == saliency.OCCLUSION and "gradient-free" in b.note
+    assert a.values.shape == (64, 64) and 0.3 < saliency.similarity(a, b) <= 1.0   # INT8 looks where FP32 looks
+    with pytest.raises(saliency.SaliencyError, match="Grad-CAM needs gradients"):
+        saliency.explain([("int8", q.model)], photo, spec.preprocess, spec.categories, method=saliency.GRAD_CAM)
+
+
+def test_predict_writes_a_saliency_png_next_to_the_originals(runs, tmp_path):
+    from PIL import Image
+    h, (res, _, _) = runs
+    photo = tmp_path / "astronaut.jpg"
+    _photo((96, 80)).save(photo)
+    out = tmp_path / "where.png"
+    r = run_cli("predict", str(photo), "--run", str(res.run_id), "--history", str(h.path),
+                "--saliency", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    [entry] = json.loads(r.stdout)
+    assert entry["saliency"]["file"] == str(out) and entry["saliency"]["method"] == "Grad-CAM"
+    assert -1 <= entry["saliency"]["similarity"] <= 1
+    with Image.open(out) as im:                        # two overlays side by side, under a title strip
+        assert im.size == (2 * 96, 80 + 36)
+    bad = run_cli("predict", str(photo), "--saliency", str(tmp_path / "where.jpg"))
+    assert bad.returncode == 2 and "give a .png file name" in bad.stderr

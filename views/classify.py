@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from compress import charts
+from compress import charts, saliency
 from compress.errors import CompressError
 from compress.images import MAX_PIXELS, classify_side_by_side, read_image
 from compress.report import BUSY, times_faster
@@ -69,6 +69,27 @@ if photo is not None:
         elif comp is None:
             st.caption("Compress the model on the Prune, Distill or Quantize page to see its answer "
                        "next to the original's.")
+        answered = [(title, module) for (title, module, _), pred in zip(models, side.predictions)
+                    if not isinstance(pred, str)]
+        if answered and st.toggle("Where does each model look? (saliency map)", key="saliency"):
+            with st.spinner("Computing saliency maps…"):
+                try:
+                    maps = saliency.explain(answered, image, spec.preprocess, spec.categories)
+                except CompressError as e:
+                    st.error(str(e))
+                    maps = []
+            for col, (title, _), m in zip(st.columns(len(maps)) if maps else [], answered, maps):
+                col.image(saliency.overlay(image, m), width="stretch",
+                          caption=f"{title}: where it looks for '{m.label}' ({100 * m.prob:.0f}%)")
+            if maps:
+                st.caption(f"Method: {maps[0].note}. Red = most important; the grey border is the part "
+                           "of the photo the model never sees (it is cropped away)."
+                           + (" Both models are explained by occlusion, because the compressed model "
+                              "has no gradients (INT8 or ONNX Runtime)." if maps[0].method == saliency.OCCLUSION
+                              else ""))
+            if len(maps) == 2:
+                st.markdown("**Similarity of the two maps:** "
+                            + saliency.similarity_words(saliency.similarity(*maps)))
         if not loaded.trained:
             st.warning("These predictions come from UNTRAINED weights and mean nothing.")
 else:
