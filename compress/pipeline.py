@@ -260,6 +260,31 @@ def point_of_run(run) -> Point:
     return Point(recipe, model, run.id, point_label(recipe))
 
 
+def float_origin(point: Point, history) -> Point:
+    """The float model a quantized ``point`` was made from, as a Point (from the history run
+    the quantization started from), so it can be trained further and quantized again
+    without pruning again. A message when that model was not kept: quantized in the same
+    run as it was made, or its run deleted."""
+    if not point.quantized:
+        raise PipelineError("This model is not quantized: it is its own float model.")
+    run = history.get(point.run_id) if (history is not None and point.run_id is not None) else None
+    start_id = next((s.get("config", {}).get("run") for s in (run.steps or []) if s.get("step") == "start"),
+                    None) if run is not None else None
+    if start_id is None:
+        raise PipelineError("The float model this quantized model came from was not kept: it was made and "
+                            "quantized in one run. Prune it again (without quantizing), recover it, then "
+                            "quantize.")
+    start_run = history.get(start_id)
+    if start_run is None:
+        raise PipelineError(f"Run {start_id}, the float model this quantized model came from, has been "
+                            "deleted from the history. Prune again.")
+    origin = point_of_run(start_run)
+    if origin.quantized or any(getattr(origin.recipe, s) != getattr(point.recipe, s) for s in STEP_SECTIONS
+                               if s != "quantize"):
+        raise PipelineError(f"Run {start_id} does not hold the float model this quantized model came from.")
+    return origin
+
+
 # ------------------------------------------------------------------ one run's shared parts
 
 

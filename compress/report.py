@@ -358,6 +358,11 @@ def diff_runs(a, b, class_names=None) -> dict:
             "broken": sum(c["change"] == "broken" for c in changed)}
 
 
+def _pts(delta: float) -> str:
+    """A class's change in points: whole points from 10 up, one decimal below (never "-0")."""
+    return f"{delta:+.0f}" if abs(delta) >= 10 else f"{delta:+.1f}"
+
+
 def forgetting_sentence(deltas: list[dict], changed: list[dict]) -> str:
     """One plain sentence: where most of the loss is, and how many images flipped each way."""
     losses = [r for r in deltas if r["delta"] < 0][:2]
@@ -367,7 +372,7 @@ def forgetting_sentence(deltas: list[dict], changed: list[dict]) -> str:
         head = "No class lost accuracy"
     else:
         first = losses[0]
-        head = f"Most of the loss is in '{first['class']}' ({first['delta']:+.0f} points on {first['n']} photos)"
+        head = f"Most of the loss is in '{first['class']}' ({_pts(first['delta'])} points on {first['n']} photos)"
         if len(losses) > 1:
-            head += f" and '{losses[1]['class']}' ({losses[1]['delta']:+.0f})"
+            head += f" and '{losses[1]['class']}' ({_pts(losses[1]['delta'])})"
     return f"{head}; {fixed} photos became right, {broken} became wrong."

@@ -272,6 +272,35 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     assert any(c.key == "kd_download" for c in at.get("download_button"))
 
 
+def test_distill_page_recovers_a_quantized_model_through_its_float_model_and_quantizes_again(cifar_asset,
+                                                                                             cifar_tar):
+    from compress import pipeline
+    from compress.history import History
+    from compress.quantize import QuantConfig
+    at = on_page("prune", data_path=str(cifar_tar), data_limit=40, prune_runs=3)
+    at.button(key="prune_go").click().run()
+    pruned = current_point(at)
+    qcfg = QuantConfig(mode="dynamic")
+    q = pipeline.run(pruned.recipe.with_step("quantize", qcfg), history=History(), start=pruned)
+    workspace_of(at).current = q.point                     # as the Quantize page's "Use this model" does
+    at.switch_page("views/distill.py").run()
+    assert not at.exception and not at.error
+    assert any(f"trains the float pruned model it was made from (run #{pruned.run_id})" in i.value
+               for i in at.info)
+    at.number_input(key="kd_limit").set_value(64).run()
+    at.number_input(key="kd_epochs").set_value(1).run()
+    at.button(key="kd_start").click().run()
+    at = _wait_for_job(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    recovered = current_point(at)
+    assert recovered.recipe.recover is not None and not recovered.quantized
+    at.button(key="kd_requantize_btn").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    again = current_point(at)
+    assert again.quantized and again.recipe.quantize == qcfg and again.recipe.recover == recovered.recipe.recover
+    assert any(f"Quantized again and recorded as run #{again.run_id}" in s.value for s in at.success)
+
+
 def test_distill_page_bad_training_data_is_a_message(cifar_asset, cifar_tar, tmp_path):
     from PIL import Image
     at = on_page("prune", prune_runs=5)

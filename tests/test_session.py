@@ -70,6 +70,32 @@ def test_a_run_from_a_point_skips_the_done_steps_and_measures_the_start(cifar, t
                      sets=sets, start=q.point)
 
 
+def test_a_quantized_model_leads_back_to_the_float_model_it_came_from(cifar, tmp_path):
+    """Recover after quantizing: the float pruned model a quantized point started from comes
+    back from the history, with its weights; one that was never kept is a message."""
+    loaded, sets = cifar
+    h = History(tmp_path / "h.sqlite")
+    data = DataRef(path=str(sets.source), limit=48)
+    pruned = pipeline.run(Recipe(data=data, measure=FAST, prune=StructuredConfig(ratio=0.5)), history=h,
+                          loaded=loaded, sets=sets)
+    q = pipeline.run(pruned.recipe.with_step("quantize", QuantConfig(mode="ort-int8", calibration=16)), history=h,
+                     loaded=loaded, sets=sets, start=pruned.point)
+    origin = pipeline.float_origin(q.point, h)
+    assert origin.run_id == pruned.run_id and not origin.quantized and origin.steps == ["prune"]
+    x = sets.evaluation[0][0]
+    with torch.no_grad():
+        assert torch.allclose(origin.module(x), pruned.model(x), atol=1e-5)
+    with pytest.raises(pipeline.PipelineError, match="not quantized"):
+        pipeline.float_origin(pruned.point, h)
+    both = pipeline.run(Recipe(data=data, measure=FAST, prune=StructuredConfig(ratio=0.5),
+                               quantize=QuantConfig(mode="dynamic")), history=h, loaded=loaded, sets=sets)
+    with pytest.raises(pipeline.PipelineError, match="made and quantized in one run"):
+        pipeline.float_origin(both.point, h)
+    h.delete(pruned.run_id)
+    with pytest.raises(pipeline.PipelineError, match="deleted"):
+        pipeline.float_origin(q.point, h)
+
+
 def test_variants_share_one_baseline_and_each_is_a_run_with_its_model(cifar, tmp_path):
     loaded, sets = cifar
     h = History(tmp_path / "h.sqlite")

@@ -49,13 +49,27 @@ KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": "original", "kd_T": 4.0, "k
                "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000}
 for k, default in KD_DEFAULTS.items():
     st.session_state[k] = st.session_state.get(k, default)
+# A quantized pruned model is recovered through the float model it was made from (kept in the
+# history); the page then offers to quantize the recovered model again with the same settings.
+if comp is not None and comp.quantized and comp.recipe.prune is not None and comp.recipe.recover is None \
+        and comp.recipe.unstructured is None and not running:
+    from compress.pipeline import float_origin
+    try:
+        quantized, comp = comp, float_origin(comp, history())
+        st.session_state["kd_requantize"] = (key, quantized.recipe.quantize, quantized.label)
+        st.info(f"The current compressed model ({quantized.label}) is quantized, and training needs the "
+                f"float model. This page trains the float pruned model it was made from (run #{comp.run_id}); "
+                "afterwards one click quantizes the recovered model again with the same settings.")
+    except CompressError as e:
+        st.info(f"Distillation recovers a pruned float model. {e}")
+        st.stop()
 student_ok = comp is not None and comp.recipe.prune is not None and not comp.quantized \
     and comp.recipe.unstructured is None and comp.recipe.recover is None
 if not running and not (job is not None and job.status == "done"):
     if comp is None or comp.recipe.prune is None or comp.quantized:
         st.info("Distillation recovers a **pruned** model. Prune one on the Prune page first"
-                + (" (the current compressed model is quantized: recover before quantizing)."
-                   if comp is not None and comp.quantized else "."))
+                + (" (the current compressed model is quantized, and the float model it came from is "
+                   "not available)." if comp is not None and comp.quantized else "."))
         st.stop()
     if comp.recipe.unstructured is not None:
         st.warning("The current compressed model has zeroed weights (unstructured pruning). "
@@ -295,5 +309,23 @@ with result_box:
         st.download_button("Download the recovered model (.pt, loads with weights_only=True)",
                            data=artifact_bytes(r.model, loaded), file_name=f"{spec.name}-recovered.pt",
                            key="kd_download")
+        again = st.session_state.get("kd_requantize")
+        if again is not None and again[0] == key and again[1] is not None:
+            qcfg = again[1]
+            st.markdown(f"This model was quantized before it was recovered ({again[2]}).")
+            if st.button(f"Quantize it again ({qcfg.mode}, the same settings)", key="kd_requantize_btn"):
+                from views.common import run_pipeline
+                q = run_pipeline(on_sidebar_settings(r.recipe, 20).with_step("quantize", qcfg),
+                                 "Quantizing the recovered model", start=r.point)
+                if q is not None:
+                    del st.session_state["kd_requantize"]
+                    acc = q.after.get("accuracy") or {}
+                    st.session_state["kd_requantized"] = (
+                        key, f"Quantized again and recorded as run #{q.run_id}: {q.point.label}"
+                        + (f", top-1 {acc['top1']:.2f}% (n = {acc['n']})" if acc else "")
+                        + ". It is the current compressed model; Compare shows it next to the others.")
+        done_msg = st.session_state.get("kd_requantized")
+        if done_msg is not None and done_msg[0] == key:
+            st.success(done_msg[1])
         if not student_ok:
             st.stop()
