@@ -62,6 +62,11 @@ def one(model: str, data: DataRef, step: str, cfg, saliency_n: int) -> None:
           f"run {secs:.0f} s, saliency {time.perf_counter() - t1:.0f} s.\n")
     print(f"**{forgetting_sentence(deltas, changed)}** {other} stayed wrong with another answer.\n")
     print(f"Saliency: median similarity of the two maps {sim:.2f} on the first {k} evaluation images ({method}).\n")
+    if max(r["n"] for r in deltas) < 5:
+        print(f"No per-class table: at most {max(r['n'] for r in deltas)} photos per class over {len(deltas)} "
+              "classes, so a class's change is one or two photos.")
+        sys.stdout.flush()
+        return
     print("| class | n | top-1 before (%) | top-1 after (%) | points |")
     print("|---|---|---|---|---|")
     rows = deltas if len(deltas) <= 10 else deltas[:5] + deltas[-3:]

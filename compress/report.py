@@ -363,16 +363,29 @@ def _pts(delta: float) -> str:
     return f"{delta:+.0f}" if abs(delta) >= 10 else f"{delta:+.1f}"
 
 
+def _photos(k: int) -> str:
+    return f"{k} photo" + ("" if k == 1 else "s")
+
+
 def forgetting_sentence(deltas: list[dict], changed: list[dict]) -> str:
-    """One plain sentence: where most of the loss is, and how many images flipped each way."""
-    losses = [r for r in deltas if r["delta"] < 0][:2]
+    """One plain sentence: where most of the loss is, and how many images flipped each way.
+    A class is named only when it lost at least 2 photos: with one or two photos per class
+    (e.g. 650 ImageNet images over 1,000 classes) a single flip is not a pattern."""
+    def lost(r):
+        return round((r["before"] - r["after"]) * r["n"] / 100)
+    losing = [r for r in deltas if r["delta"] < 0]
+    named = [r for r in losing if lost(r) >= 2][:2]
     fixed = sum(c["change"] == "fixed" for c in changed)
     broken = sum(c["change"] == "broken" for c in changed)
-    if not losses:
+    if not losing:
         head = "No class lost accuracy"
+    elif not named:
+        head = (f"No class lost more than one photo (the loss is spread over {len(losing)} "
+                f"{'class' if len(losing) == 1 else 'classes'}; too few photos per class to name one)")
     else:
-        first = losses[0]
-        head = f"Most of the loss is in '{first['class']}' ({_pts(first['delta'])} points on {first['n']} photos)"
-        if len(losses) > 1:
-            head += f" and '{losses[1]['class']}' ({_pts(losses[1]['delta'])})"
-    return f"{head}; {fixed} photos became right, {broken} became wrong."
+        first = named[0]
+        head = (f"Most of the loss is in '{first['class']}' ({_pts(first['delta'])} points on "
+                f"{_photos(first['n'])})")
+        if len(named) > 1:
+            head += f" and '{named[1]['class']}' ({_pts(named[1]['delta'])})"
+    return f"{head}; {_photos(fixed)} became right, {_photos(broken)} became wrong."

@@ -365,11 +365,11 @@ def test_compare_page_lists_runs_with_pareto_summary_side_by_side_and_exports(ci
     assert len(charts) >= 2 and "Top-1 change per class" in charts[1]   # the Pareto chart, what changed
     plain = [m.value for m in at.markdown if m.value.startswith("**#") and "× smaller" in m.value]
     assert plain and "points" in plain[0] and "on 40 validation images (95% interval" in plain[0]
-    changed = [m.value for m in at.markdown if "photos became right" in m.value]
+    changed = [m.value for m in at.markdown if " became right, " in m.value]
     assert len(changed) == 1 and "run #2's original → its compressed model" in changed[0]
     at.radio(key="wc_against").set_value("another run's model").run()      # run #2 against run #1
     assert not at.exception
-    assert any("run #2's model → run #1's model" in m.value and "photos became right" in m.value
+    assert any("run #2's model → run #1's model" in m.value and " became right, " in m.value
                for m in at.markdown)
     side = at.table[0].value
     assert {"A: #1", "B: #2", "B / A"} <= set(side.columns)

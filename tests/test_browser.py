@@ -110,7 +110,7 @@ def test_prune_quantize_compare_download_onnx_and_classify(server, cifar_asset, 
         plain = main.get_by_text(re.compile(r"× smaller, .*validation images")).first.inner_text()
         # what the pruned + INT8 model forgets: the chart, the heatmap and flipped photos
         main.get_by_text("Was right, now wrong").wait_for(timeout=60_000)
-        changed = main.get_by_text(re.compile(r"photos became right, \d+ became wrong")).first.inner_text()
+        changed = main.get_by_text(re.compile(r"photos? became right, \d+ photos? became wrong")).first.inner_text()
         main.locator("[data-testid=stImage] img").first.wait_for(timeout=60_000)
         flipped = main.locator("[data-testid=stImage] img").count()
         charts_shown = main.locator(".js-plotly-plot").count()

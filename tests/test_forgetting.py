@@ -66,7 +66,7 @@ def test_history_keeps_them_and_diff_compares_two_runs(runs):
     other = run_cli("diff", str(a.run_id), str(c.run_id), "--history", str(h.path))
     assert other.returncode == 2 and "different images" in other.stderr
     text = run_cli("diff", str(a.run_id), str(b.run_id), "--history", str(h.path))
-    assert text.returncode == 0 and "photos became right" in text.stdout
+    assert text.returncode == 0 and " became right, " in text.stdout
     missing = run_cli("diff", str(a.run_id), "999", "--history", str(h.path))
     assert missing.returncode == 2 and "no run 999" in missing.stderr
 
@@ -144,3 +144,14 @@ def test_predict_writes_a_saliency_png_next_to_the_originals(runs, tmp_path):
         assert im.size == (2 * 96, 80 + 36)
     bad = run_cli("predict", str(photo), "--saliency", str(tmp_path / "where.jpg"))
     assert bad.returncode == 2 and "give a .png file name" in bad.stderr
+
+
+def test_the_sentence_names_a_class_only_when_it_lost_more_than_one_photo():
+    from compress.report import forgetting_sentence
+    one_each = [{"class": c, "n": 1, "before": 100.0, "after": 0.0, "delta": -100.0} for c in ("snowmobile", "toucan")]
+    s = forgetting_sentence(one_each, [{"change": "broken"}, {"change": "broken"}, {"change": "fixed"}])
+    assert "snowmobile" not in s and "spread over 2 classes" in s
+    assert s.endswith("1 photo became right, 2 photos became wrong.")
+    cat = {"class": "cat", "n": 100, "before": 70.0, "after": 64.0, "delta": -6.0}
+    dog = {"class": "dog", "n": 100, "before": 80.0, "after": 79.0, "delta": -1.0}
+    assert forgetting_sentence([cat, dog], []).startswith("Most of the loss is in 'cat' (-6.0 points on 100 photos);")
