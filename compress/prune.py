@@ -527,17 +527,31 @@ def prune_iterative(model: nn.Module, cfg: StructuredConfig, input_size, steps: 
 
 
 def estimate(model: nn.Module, cfg: StructuredConfig, input_size) -> dict:
-    """Fast params/MACs estimate for a slider: prune a copy with the data-free L1 score
-    (data criteria can pick other channels in global scope, so counts may differ slightly)
-    and count. No latency, no accuracy: the caller must label this as an estimate."""
+    """Params/MACs after pruning, for a slider: computed from channel counts by
+    :mod:`compress.estimate` (exact, well under a millisecond once the model's groups are
+    cached), or, for a model with a layer type that arithmetic does not know, by pruning a
+    copy with the data-free L1 score. ``exact`` is False where the channels chosen may
+    differ from a real run (global scope with a data or random criterion is ranked by L1).
+    No latency, no accuracy: the caller must label this as an estimate."""
     from dataclasses import replace
+    from compress.estimate import EXACT_GLOBAL, counter_for
     from compress.measure import count_macs, count_params
+    validate(model, cfg)
+    counter = counter_for(model, input_size)
+    if counter.supported:
+        cfg = _resolve_target(model, cfg, input_size, None)
+        protected = default_protected(model) if cfg.protected is None else cfg.protected
+        est = counter.estimate(cfg, tuple(protected), output_layers(model))
+        if not est["removed_any"]:
+            raise PruneError(_nothing_removed(cfg))
+        return est
+    exact = cfg.scope == "uniform" or cfg.criterion in EXACT_GLOBAL
     if cfg.criterion in NEEDS_DATA:
         cfg = replace(cfg, criterion="l1")
     cfg = _resolve_target(model, cfg, input_size, None)
     pruned, _ = _run(model, cfg, input_size, None, apply=True, require_removal=True)
     return {"ratio": cfg.ratio, "params": count_params(pruned)[0],
-            "macs": count_macs(pruned, input_size)}
+            "macs": count_macs(pruned, input_size), "exact": exact}
 
 
 def _cost(model: nn.Module, what: str, input_size) -> float:
@@ -554,11 +568,23 @@ def search_ratio(model: nn.Module, cfg: StructuredConfig, input_size,
     if not 0.0 < cfg.target_reduction < 1.0:
         raise PruneError(f"Target reduction {cfg.target_reduction} is out of range: use a fraction "
                          "between 0 and 1 (0.5 = remove half).")
-    base = _cost(model, cfg.target, input_size)
+    from compress.estimate import EXACT_GLOBAL, counter_for
+    counter = counter_for(model, input_size)
+    if counter.supported and (cfg.scope == "uniform" or cfg.criterion in EXACT_GLOBAL):
+        # channel counts decide the cost: computed, not pruned (compress.estimate)
+        protected = tuple(default_protected(model) if cfg.protected is None else cfg.protected)
+        outputs = output_layers(model)
+        base = float(counter.base_macs if cfg.target == "macs" else counter.base_params)
 
-    def reduction(ratio: float) -> float:
-        pruned, _ = _run(model, replace(cfg, ratio=ratio, target="ratio"), input_size, batches, apply=True)
-        return 1.0 - _cost(pruned, cfg.target, input_size) / base
+        def reduction(ratio: float) -> float:
+            e = counter.estimate(replace(cfg, ratio=ratio, target="ratio"), protected, outputs)
+            return 1.0 - e[cfg.target] / base
+    else:
+        base = _cost(model, cfg.target, input_size)
+
+        def reduction(ratio: float) -> float:
+            pruned, _ = _run(model, replace(cfg, ratio=ratio, target="ratio"), input_size, batches, apply=True)
+            return 1.0 - _cost(pruned, cfg.target, input_size) / base
     lo, hi = 0.0, 0.9
     best = (float("inf"), 0.0, 0.0)
     high_red = reduction(hi)

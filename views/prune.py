@@ -133,8 +133,13 @@ with structured:
         e[1].metric("MACs / image (estimate)", f"{est['macs'] / 1e9:.3f} G",
                     f"×{est['macs'] / base_macs:.2f} of {base_macs / 1e9:.3f} G", delta_color="off", delta_arrow="off")
         e[2].metric("Channel ratio used", f"{est['ratio']:.3f}")
-        st.caption("Estimate: counted on a quick weight-magnitude prune at this setting, without "
-                   "latency or accuracy. Press **Prune** to measure everything.")
+        st.caption("Estimate: parameters and MACs computed from the channels this setting removes "
+                   "(the same counts a real prune gives), without latency or accuracy. Press **Prune** "
+                   "to measure everything."
+                   + ("" if est.get("exact", True) else
+                      f" Global ranking with the {criterion} criterion (it needs images or draws at random) "
+                      "is estimated by ranking channels by weight size (L1): the real prune may keep a "
+                      "slightly different mix."))
 
     with st.expander("Measurement settings"):
         st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30,
