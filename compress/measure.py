@@ -219,10 +219,44 @@ def serialized_bytes(model: nn.Module) -> bytes:
     return buf.getvalue()
 
 
+_GZIP_SIZES = "gzip-sizes.json"
+
+
+def gzip_size(raw: bytes) -> int:
+    """Bytes of ``raw`` after gzip level 6 (what a download costs).
+
+    Compressing a ResNet18's 45 MB takes seconds on a small CPU, and the same files (the
+    original model, a run's start model) are sized again and again, so sizes are kept in a
+    small table in the cache folder, keyed by the bytes' SHA-256 (a tenth of a second)."""
+    import hashlib
+    import json
+    from compress.data import cache_dir
+    if len(raw) < 1 << 20:                      # small files: compressing is cheaper than the table
+        return len(gzip.compress(raw, compresslevel=6))
+    key = hashlib.sha256(raw).hexdigest()
+    path = cache_dir() / _GZIP_SIZES
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key in table:
+        return int(table[key])
+    n = len(gzip.compress(raw, compresslevel=6))
+    table = dict(list(table.items())[-999:]) if isinstance(table, dict) else {}
+    table[key] = n
+    tmp = path.with_name(f"{_GZIP_SIZES}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
+    try:
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, path)                   # atomic: a reader sees the old table or the new one
+    except OSError:
+        pass
+    return n
+
+
 def serialized_size(model: nn.Module) -> tuple[int, int]:
     """(bytes of the saved file, bytes after gzip level 6)."""
     raw = serialized_bytes(model)
-    return len(raw), len(gzip.compress(raw, compresslevel=6))
+    return len(raw), gzip_size(raw)
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> Optional[int]:

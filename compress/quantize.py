@@ -103,8 +103,8 @@ def validate_config(cfg: QuantConfig) -> None:
 
 
 def _gzip_len(data: bytes) -> int:
-    import gzip
-    return len(gzip.compress(data, compresslevel=6))
+    from compress.measure import gzip_size
+    return gzip_size(data)
 
 
 def _torch_bytes(model: nn.Module) -> bytes:

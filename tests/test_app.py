@@ -41,6 +41,7 @@ def test_model_page_shows_static_figures_and_layer_charts(cifar_asset):
     assert labels == ["Parameters", "Nonzero parameters", "Size (torch.save)", "Size (gzip)", "MACs / image"]
     assert at.metric[0].value == "11.18 M"          # resnet18 with a 10-class head
     assert at.metric[4].value == "0.037 G"          # at 32x32
+    assert at.metric[3].value.endswith(" MB") and 20 < float(at.metric[3].value.split()[0]) < 45   # gzip, filled last
     assert len(at.get("plotly_chart")) == 2
     assert not at.error
 

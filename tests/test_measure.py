@@ -94,3 +94,18 @@ def test_labels_outside_the_model_are_refused():
     from compress.errors import DataError
     with pytest.raises(DataError, match="label 999.*10 classes"):
         M.check_labels_fit([0, 999], 10, "resnet18_cifar10")
+
+
+def test_gzip_size_is_gzip_level_6_and_remembered(tmp_path, monkeypatch):
+    import gzip
+    import os
+
+    from compress.measure import gzip_size
+    monkeypatch.setenv("COMPRESSION_LAB_CACHE", str(tmp_path))
+    raw = os.urandom(1 << 19) + bytes(1 << 20)          # 1.5 MB: half noise, half zeros
+    n = gzip_size(raw)
+    assert n == len(gzip.compress(raw, compresslevel=6)) and (1 << 19) < n < (1 << 19) + 4096
+    assert (tmp_path / "gzip-sizes.json").is_file()
+    assert gzip_size(raw) == n and gzip_size(raw[:-1] + b"\x01") != 0     # another file, another entry
+    (tmp_path / "gzip-sizes.json").write_text("not json")                # a damaged table is rebuilt
+    assert gzip_size(raw) == n

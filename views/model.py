@@ -9,7 +9,7 @@ import torch
 
 from compress import charts
 from compress.zoo import no_data_hint
-from compress.measure import Profile, count_params, layer_table, serialized_size
+from compress.measure import Profile, count_params, layer_table, serialized_bytes, serialized_size
 from compress.report import BUSY
 from views.common import base_recipe, current_device, keep_result, model_key, require_model, run_pipeline, shown_result
 
@@ -23,19 +23,25 @@ key = model_key()
 @st.cache_data(show_spinner="Counting parameters, bytes and MACs…", max_entries=16)
 def static_figures(_model, key: str, input_size):
     params, nonzero = count_params(_model)
-    size, gz = serialized_size(_model)
+    size = len(serialized_bytes(_model))
     if isinstance(_model, torch.jit.ScriptModule):  # thop cannot walk TorchScript
-        return params, nonzero, size, gz, None, None
+        return params, nonzero, size, None, None
     rows = layer_table(_model, input_size)
-    return params, nonzero, size, gz, sum(r.macs for r in rows), rows
+    return params, nonzero, size, sum(r.macs for r in rows), rows
 
 
-params, nonzero, size, gz, macs, rows = static_figures(loaded.model, key, spec.input_size)
+@st.cache_data(show_spinner=False, max_entries=16)
+def gzip_figure(_model, key: str) -> int:
+    return serialized_size(_model)[1]
+
+
+params, nonzero, size, macs, rows = static_figures(loaded.model, key, spec.input_size)
 c = st.columns(5)
 c[0].metric("Parameters", f"{params / 1e6:.2f} M")
 c[1].metric("Nonzero parameters", f"{nonzero / 1e6:.2f} M")
 c[2].metric("Size (torch.save)", f"{size / 1e6:.2f} MB", help="Real serialized bytes of the state_dict.")
-c[3].metric("Size (gzip)", f"{gz / 1e6:.2f} MB", help="The same bytes gzip-compressed: what a download costs.")
+gz_slot = c[3].empty()             # filled last: compressing tens of MB takes seconds the first time
+gz_slot.metric("Size (gzip)", "…", help="Being compressed…")
 c[4].metric("MACs / image", "n/a" if macs is None else f"{macs / 1e9:.3f} G",
             help=f"Multiply-accumulates at {spec.input_size[1]}×{spec.input_size[2]}, counted by thop.")
 
@@ -88,3 +94,6 @@ if rows:
     right.plotly_chart(charts.layer_bars(rows, "macs", "MACs per layer"), width="stretch")
 else:
     st.info("Per-layer figures are not available for a TorchScript model.")
+
+gz_slot.metric("Size (gzip)", f"{gzip_figure(loaded.model, key) / 1e6:.2f} MB",
+               help="The same bytes gzip-compressed (level 6): what a download costs.")
