@@ -1,4 +1,4 @@
-"""Command line: ``python -m compress {profile,run,predict,history,models,train-baseline}``.
+"""Command line: ``python -m compress {profile,run,auto,predict,diff,history,models,train-baseline}``.
 
 Errors a user can cause print one plain line to stderr and exit with status 2.
 """
@@ -420,6 +420,56 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0 if any("top" in e for e in entries) else 2
 
 
+def _ratio_list(text: str) -> list[float]:
+    from compress.limits import check
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CompressError(f"--ratios {text}: give channel ratios separated by commas, e.g. 0.3,0.5.") from None
+    return [check("prune_ratio", v, "--ratios") for v in values]
+
+
+def _cmd_auto(a: argparse.Namespace) -> int:
+    """Search recipes for the fastest/smallest model within --max-drop points (compress.auto)."""
+    from compress import auto
+    from compress.history import History
+    from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
+    from compress.report import speed_phrase
+    name = a.model or ("" if a.checkpoint else "resnet18_cifar10")
+    _default_data(a, name)
+    cfg = auto.AutoConfig(max_drop=a.max_drop, objective=a.objective, runtime=a.runtime,
+                          budget_minutes=a.budget_minutes, screen_images=a.screen_images,
+                          ratios=tuple(_ratio_list(a.ratios)))
+    auto.validate(cfg)
+    base = Recipe(model=ModelRef(name=name, weights=a.weights, checkpoint=a.checkpoint, arch=a.arch,
+                                 num_classes=a.num_classes or None, trust_pickle=a.trust_pickle),
+                  data=DataRef(path=a.data, limit=a.limit, seed=a.seed, train_path=a.train_data,
+                               train_limit=a.train_limit),
+                  measure=MeasureRef(device=a.device, batch=a.batch, runs=a.runs, warmup=a.warmup,
+                                     threads=a.threads))
+
+    def log(ev):
+        if not a.json:
+            print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
+
+    res = auto.search(base, cfg, history=History(a.history), on_progress=log)
+    if a.json:
+        print(json.dumps(res.to_json(), indent=2))
+        return 0 if res.chosen else 2
+    for c in res.candidates:
+        run = f"run #{c.run['run_id']}" if c.run else (f"screened as run #{c.screen['run_id']}" if c.screen else "")
+        print(f"{c.label:<50} {run:<22} {c.why}")
+    if res.chosen is None:
+        print(f"No measured candidate stays within {cfg.max_drop:g} points (searched {res.seconds / 60:.1f} min).")
+        return 2
+    ch = res.chosen
+    b, af = ch["before"]["accuracy"], ch["after"]["accuracy"]
+    print(f"\nChosen: run #{ch['run_id']}: top-1 {af['top1']:.2f}% against {b['top1']:.2f}% "
+          f"(n = {af['n']}), {ch['before']['size_bytes'] / ch['after']['size_bytes']:.1f}× smaller; "
+          + (speed_phrase(ch["before"], ch["after"]) or "speed not stated"))
+    return 0
+
+
 def _cmd_models(a: argparse.Namespace) -> int:
     from compress.zoo import ZOO
     for spec in ZOO.values():
@@ -553,6 +603,21 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--json", action="store_true",
                     help='one list: {"file", "top": [{"index", "label", "prob"}]} or {"file", "error"} per photo')
     pd.set_defaults(func=_cmd_predict)
+
+    au = sub.add_parser("auto", help="search recipes for the fastest or smallest model within an accuracy budget")
+    for args, kw in _model_args + _measure_args:
+        au.add_argument(*args, **kw)
+    au.add_argument("--max-drop", type=_num("max_drop"), default=1.0, help="points of top-1 the model may lose")
+    au.add_argument("--objective", default="latency", choices=["latency", "size"])
+    au.add_argument("--runtime", default="ort", help="ort (ONNX Runtime) or torch")
+    au.add_argument("--budget-minutes", type=_num("budget_minutes"), default=30.0)
+    au.add_argument("--screen-images", type=_num("screen_images"), default=300,
+                    help="images each candidate is screened on before the full measurement")
+    au.add_argument("--ratios", default="0.2,0.35,0.5,0.65", help="channel ratios to try (comma-separated)")
+    au.add_argument("--train-data", default=None, help="training photos: adds a short distillation candidate")
+    au.add_argument("--train-limit", type=_num("train_limit"), default=None)
+    au.add_argument("--history", default=None)
+    au.set_defaults(func=_cmd_auto, runs=30, warmup=5)
 
     mo = sub.add_parser("models", help="list the model zoo")
     mo.set_defaults(func=_cmd_models)
