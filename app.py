@@ -123,6 +123,7 @@ pages = [
     st.Page("views/quantize.py", title="Quantize", icon=":material/memory:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/classify.py", title="Classify", icon=":material/image_search:"),
+    st.Page("views/explore.py", title="Explore", icon=":material/tune:"),
 ]
 # st.navigation must come before the sidebar's widgets: widgets created before it are
 # re-identified on every rerun and a change to them is silently dropped (measured on

@@ -161,8 +161,9 @@ def frontier(points: list[dict], objective: str) -> list[dict]:
 
 
 def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[OnProgress] = None,
-           cancel: Optional[Cancel] = None) -> AutoResult:
-    """Run the search for ``base``'s model on ``base``'s images (see the module docstring)."""
+           cancel: Optional[Cancel] = None, loaded=None) -> AutoResult:
+    """Run the search for ``base``'s model on ``base``'s images (see the module docstring).
+    ``loaded``: the original model when the caller holds it already."""
     from compress import pipeline
     validate(cfg)
     if not base.data.path:
@@ -171,7 +172,7 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     t0 = time.perf_counter()
     deadline = t0 + 60 * cfg.budget_minutes
     cands = candidates(base, cfg)
-    loaded = pipeline.load(base)
+    loaded = loaded if loaded is not None else pipeline.load(base)
     screen_data = replace(base.data, limit=min(cfg.screen_images, base.data.limit or cfg.screen_images))
     screen_measure = MeasureRef(device=base.measure.device, runs=5, warmup=2, threads=base.measure.threads)
     durations: list[float] = []

@@ -1,6 +1,8 @@
 """AppTest: every page renders without an exception, with its widgets and figures."""
 from pathlib import Path
 
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -443,3 +445,30 @@ def test_a_history_that_breaks_mid_run_keeps_the_page_result(cifar_asset, cifar_
     assert any(str(hist) in w.value and "--no-history" in w.value for w in at.warning)
     assert "Top-1 accuracy" in at.table[0].value.index              # the figures are shown
     assert current_point(at) is not None and current_point(at).steps == ["prune"]   # the model is kept
+
+
+def test_explore_finds_a_ladder_in_the_background_and_the_slider_moves_along_it(cifar_asset):
+    at = on_page("explore", data_limit=100)
+    assert not at.exception and not at.error
+    at.multiselect(key="ex_ratios").set_value([0.5]).run()
+    at.number_input(key="ex_screen").set_value(50).run()
+    at.radio(key="ex_objective").set_value("size").run()
+    at.slider(key="ex_drop").set_value(2.0).run()
+    at.button(key="ex_go").click().run()
+    job = workspace_of(at).job
+    assert job is not None and job.name == "explore"
+    end = time.time() + 600
+    while job.running and time.time() < end:
+        time.sleep(1.0)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert job.status == "done", job.error
+    rung = at.select_slider(key="ex_rung")
+    assert rung.options[0] == "original" and len(rung.options) >= 2
+    chosen = job.result.chosen
+    assert chosen is not None and rung.value.startswith(f"#{chosen['run_id']}:")
+    assert [m.label for m in at.metric] == ["Top-1", "File size", "Latency (median)", "Runtime"]
+    smaller = at.metric[1].value
+    rung.set_value("original").run()                       # the slider moves: the original's figures
+    assert not at.exception and at.metric[1].value != smaller
+    assert len(at.dataframe[0].value) == len(job.result.candidates)

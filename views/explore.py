@@ -1,0 +1,153 @@
+"""Explore page: one accuracy budget starts the autopilot (compress.auto) in the background;
+the models it measured form a ladder, from the most accurate to the smallest and fastest,
+and one slider moves along it instantly (every figure is already measured). A photo is
+classified by the selected model next to the original.
+
+The ladder persists in the run history: searching again with the same settings reuses
+every run already measured, so a second visit takes seconds.
+"""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+import torch
+
+from compress import auto
+from compress.errors import CompressError
+from compress.images import classify_side_by_side, read_image
+from compress.recipe import Recipe
+from compress.report import speed_phrase
+from compress.zoo import no_data_hint
+from views.common import base_recipe, current_model, history, model_key, require_model
+from views.jobs import workspace
+
+loaded = require_model()
+spec = loaded.spec
+key = model_key()
+ws = workspace()
+st.title("Explore the trade-off")
+st.caption("Say how much accuracy the model may lose. The autopilot tries channel pruning and 8-bit "
+           "quantization, measures every candidate on your images, and lines up the best ones from "
+           "the most accurate to the smallest and fastest. Then slide along them.")
+
+base = base_recipe()
+if not base.data.path:
+    st.info(no_data_hint(spec))
+    st.stop()
+c = st.columns([2, 1, 1, 1])
+drop = c[0].slider("How many points of top-1 may it lose?", 0.0, 5.0, 1.0, 0.25, key="ex_drop")
+runtime = c[1].radio("Runs in", list(auto.RUNTIMES), key="ex_runtime",
+                     format_func={"ort": "ONNX Runtime", "torch": "PyTorch"}.get)
+objective = c[2].radio("Aim for", list(auto.OBJECTIVES), key="ex_objective",
+                       format_func={"latency": "speed", "size": "size"}.get)
+minutes = c[3].number_input("Time budget (min)", 1, 600, 30, key="ex_minutes")
+with st.expander("Search settings"):
+    ratios = st.multiselect("Channel ratios to try (BatchNorm re-estimated after each prune)",
+                            [0.1, 0.2, 0.35, 0.5, 0.65, 0.8], default=[0.2, 0.35, 0.5, 0.65], key="ex_ratios")
+    screen = st.number_input("Screen each candidate on this many images first", 20, 5000, 300, key="ex_screen")
+cfg = auto.AutoConfig(max_drop=float(drop), objective=objective, runtime=runtime, budget_minutes=float(minutes),
+                      screen_images=int(screen), ratios=tuple(sorted(ratios)))
+
+job = ws.job if ws.job is not None and ws.job.name == "explore" and ws.job.key == key else None
+running = job is not None and job.running
+if not running and st.button("Find the models", type="primary", key="ex_go"):
+    original, runs_history = current_model(), history()
+
+    def work(on_progress, cancel):
+        return auto.search(base, cfg, history=runs_history, on_progress=on_progress, cancel=cancel, loaded=original)
+    try:
+        ws.start("explore", work, key=key)
+    except CompressError as e:
+        st.error(str(e))
+        st.stop()
+    st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def live():
+    job = ws.job
+    if job is None:
+        return
+    if not job.running:
+        st.rerun()
+    last = job.last
+    st.progress(last.fraction if last else 0.0, text=last.message if last else "starting…")
+    st.caption(f"Searching for {time.time() - job.started:.0f} s. Every measured candidate is a run in "
+               "Compare; you can leave this page and come back.")
+    if st.button("Cancel", key="ex_cancel"):
+        job.cancel.set()
+
+
+if running:
+    live()
+    st.stop()
+if job is None:
+    st.stop()
+if job.status != "done":
+    (st.error if job.status == "failed" else st.warning)(job.error or job.status)
+    st.caption("Runs measured so far stay in the history: pressing the button again goes on from them.")
+    st.stop()
+
+res: auto.AutoResult = job.result
+ladder = list(res.frontier)            # most accurate first
+if not ladder:
+    st.warning("No candidate was measured on all the images within the time budget. Give it more time.")
+    st.stop()
+if res.chosen is None:
+    st.warning(f"None of the measured models stays within {res.config.max_drop:g} points; the ladder shows "
+               "what was measured.")
+names = ["original"] + [f"#{p['run_id']}: " + Recipe.from_dict(p["recipe"], check=False).describe().split(": ", 1)[-1]
+                        for p in ladder]
+ids = [p["run_id"] for p in ladder]
+start = 1 + ids.index(res.chosen["run_id"]) if res.chosen is not None and res.chosen["run_id"] in ids else len(ids)
+st.caption("The autopilot's choice is selected" if res.chosen is not None else "")
+pick = st.select_slider("From the most accurate to the smallest and fastest", names, value=names[start],
+                        key="ex_rung")
+i = names.index(pick)
+b = ladder[0]["before"]
+a = b if i == 0 else ladder[i - 1]["after"]
+m = st.columns(4)
+m[0].metric("Top-1", f"{a['accuracy']['top1']:.2f}%", f"{a['accuracy']['top1'] - b['accuracy']['top1']:+.2f} points"
+            if i else None, help=f"n = {a['accuracy']['n']} images, 95% interval "
+            f"{a['accuracy']['ci95'][0]:.1f}–{a['accuracy']['ci95'][1]:.1f}%")
+m[1].metric("File size", f"{a['size_bytes'] / 1e6:.2f} MB", f"×{b['size_bytes'] / a['size_bytes']:.1f} smaller"
+            if i else None, delta_color="off")
+lat = a["latency_ms"]
+m[2].metric("Latency (median)", f"{lat['median']:.2f} ms", f"p90 {lat['p90']:.2f} ms", delta_color="off",
+            help=f"batch {lat['batch']}, {lat['device']}, {lat['threads']} threads, {lat['runs']} runs")
+m[3].metric("Runtime", a.get("runtime") or "PyTorch")
+if i:
+    st.caption(f"Against the original: {speed_phrase(b, a) or 'speed not stated'}. "
+               f"Accuracy on {a['accuracy']['n']} images (95% interval {a['accuracy']['ci95'][0]:.1f}–"
+               f"{a['accuracy']['ci95'][1]:.1f}%).")
+with st.expander(f"All {len(res.candidates)} candidates and why each lost"):
+    st.dataframe([{"candidate": c.label, "run": (c.run or {}).get("run_id") or (c.screen or {}).get("run_id"),
+                   "screening drop (points)": (c.screen or {}).get("drop"), "outcome": c.why}
+                  for c in res.candidates], hide_index=True, width="stretch")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model from its run…")
+def _model_of(run_id: int, path: str):
+    from compress.pipeline import point_of_run
+    return point_of_run(history().get(run_id)).module
+
+
+photo = st.file_uploader("Classify a photo with this model and the original", type=["jpg", "jpeg", "png", "webp",
+                                                                                    "bmp"], key="ex_photo")
+if photo is not None and i:
+    try:
+        image = read_image(photo.getvalue(), photo.name or "photo")
+        model = _model_of(ladder[i - 1]["run_id"], str(history().path))
+        dev = next(loaded.model.parameters(), torch.zeros(0)).device
+        side = classify_side_by_side([("Original", loaded.model, dev), (pick, model, torch.device("cpu"))], image,
+                                     spec.preprocess.transform(), spec.categories, runs=5, warmup=1)
+    except CompressError as e:
+        st.error(str(e))
+    else:
+        cols = st.columns(2)
+        cols[0].image(image, width=240)
+        answers = [p if isinstance(p, str) else f"**{p.labels[0]}** ({100 * p.probs[0]:.1f}%), {p.ms:.2f} ms"
+                   for p in side.predictions]
+        cols[1].markdown(f"Original: {answers[0]}  \nThis model: {answers[1]}")
