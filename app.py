@@ -110,7 +110,7 @@ def show_current(slot) -> None:
             st.caption(f"Current compressed model: **{p.label}**"
                        + (f" (run #{p.run_id})" if p.run_id is not None else ""))
         if job is not None and job.running:
-            st.caption(f"A {job.name} job is running in the background.")
+            st.caption(f"{'An' if job.name[:1] in 'aeiou' else 'A'} {job.name} job is running in the background.")
 
 
 # The page files live in views/, not pages/: with a pages/ folder next to app.py, Streamlit

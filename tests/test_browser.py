@@ -268,3 +268,57 @@ def test_results_are_marked_stale_or_gone_when_the_sidebar_changes(server, cifar
     assert "Before and after" not in seen["Prune"]
     assert "Results for the" not in seen["Quantize"]
     assert "Current compressed model:" not in seen["Compare"]       # resnet18_cifar10's pruned model is not offered
+
+
+def test_explore_budget_job_ladder_slider_and_photo(server, cifar_asset, chelsea_png, tmp_path):
+    """Explore: an accuracy budget starts the autopilot, the ladder's slider moves, a photo is
+    answered by the selected model next to the original. The settings match the AppTest of
+    Explore (bundled sample, 100 images, ratio 0.5, size), so when it ran first in this
+    session the search reuses its runs from the shared history."""
+    pw = _playwright()
+    with pw.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(server + "/explore", wait_until="networkidle")
+        main = page.locator("[data-testid=stMain]")
+        sidebar = page.locator("[data-testid=stSidebar]")
+        path = sidebar.get_by_role("textbox").first                  # the data path: empty = bundled sample
+        path.fill("")
+        path.press("Enter")
+        limit = page.get_by_role("spinbutton", name="Evaluate on at most N images")
+        limit.fill("100")
+        limit.press("Enter")
+        main.get_by_text("How many points of top-1 may it lose?").wait_for(timeout=120_000)
+        main.get_by_text("size", exact=True).click()
+        main.get_by_text("Search settings").click()
+        for r in ("0.2", "0.35", "0.65"):                              # keep ratio 0.5 only
+            main.get_by_role("button", name=f"Remove {r}", exact=True).click()
+            page.wait_for_timeout(500)
+        assert main.locator("[data-testid=stMultiSelect]").inner_text().split("\n")[-1] == "0.5"
+        screen = page.get_by_role("spinbutton", name="Screen each candidate on this many images first")
+        screen.fill("50")
+        screen.press("Enter")
+        slider = main.get_by_role("slider").first                      # the budget: 1.0 → 2.0 points
+        slider.focus()
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(1_000)
+        main.get_by_role("button", name="Find the models").click()
+        main.locator("[data-testid=stMetric]").filter(has_text="File size").wait_for(timeout=600_000)
+        rung = main.get_by_role("slider").nth(1)
+        chosen = main.locator("[data-testid=stMetric]").filter(has_text="File size").inner_text()
+        rung.focus()
+        page.keyboard.press("Home")                                    # slide to the original
+        main.locator("[data-testid=stMetric]").filter(has_text="File size").filter(
+            has_not_text=chosen.split("\n")[1]).wait_for(timeout=30_000)
+        rung.focus()
+        page.keyboard.press("End")                                     # the smallest
+        page.wait_for_timeout(1_500)
+        page.locator("input[type=file]").set_input_files(str(chelsea_png))
+        main.get_by_text("This model:").wait_for(timeout=120_000)
+        text = main.inner_text()
+        page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+        _save(tmp_path, "explore.png")
+        browser.close()
+    assert "Original: " in text and "This model: " in text and "Top-1" in text
+    assert re.search(r"×\d+(\.\d)? smaller", text)

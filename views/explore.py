@@ -98,8 +98,12 @@ if not ladder:
 if res.chosen is None:
     st.warning(f"None of the measured models stays within {res.config.max_drop:g} points; the ladder shows "
                "what was measured.")
+def _over(p) -> bool:
+    return p["before"]["accuracy"]["top1"] - p["after"]["accuracy"]["top1"] > res.config.max_drop
+
+
 names = ["original"] + [f"#{p['run_id']}: " + Recipe.from_dict(p["recipe"], check=False).describe().split(": ", 1)[-1]
-                        for p in ladder]
+                        + (" (over the budget)" if _over(p) else "") for p in ladder]
 ids = [p["run_id"] for p in ladder]
 start = 1 + ids.index(res.chosen["run_id"]) if res.chosen is not None and res.chosen["run_id"] in ids else len(ids)
 st.caption("The autopilot's choice is selected" if res.chosen is not None else "")
@@ -108,7 +112,7 @@ pick = st.select_slider("From the most accurate to the smallest and fastest", na
 i = names.index(pick)
 b = ladder[0]["before"]
 a = b if i == 0 else ladder[i - 1]["after"]
-m = st.columns(4)
+m = st.columns(3)
 m[0].metric("Top-1", f"{a['accuracy']['top1']:.2f}%", f"{a['accuracy']['top1'] - b['accuracy']['top1']:+.2f} points"
             if i else None, help=f"n = {a['accuracy']['n']} images, 95% interval "
             f"{a['accuracy']['ci95'][0]:.1f}–{a['accuracy']['ci95'][1]:.1f}%")
@@ -117,7 +121,10 @@ m[1].metric("File size", f"{a['size_bytes'] / 1e6:.2f} MB", f"×{b['size_bytes']
 lat = a["latency_ms"]
 m[2].metric("Latency (median)", f"{lat['median']:.2f} ms", f"p90 {lat['p90']:.2f} ms", delta_color="off",
             help=f"batch {lat['batch']}, {lat['device']}, {lat['threads']} threads, {lat['runs']} runs")
-m[3].metric("Runtime", a.get("runtime") or "PyTorch")
+st.caption(f"Runs in {a.get('runtime') or 'PyTorch'} on {lat['device']}.")
+if i and _over(ladder[i - 1]):
+    st.warning(f"This model loses more than the {res.config.max_drop:g} points you allowed: it is on the ladder "
+               "because nothing measured is smaller or faster at its accuracy.")
 if i:
     st.caption(f"Against the original: {speed_phrase(b, a) or 'speed not stated'}. "
                f"Accuracy on {a['accuracy']['n']} images (95% interval {a['accuracy']['ci95'][0]:.1f}–"
