@@ -84,6 +84,9 @@ if running:
     live()
     st.stop()
 if job is None:
+    st.caption(f"The search measures up to {len(auto.candidates(base, cfg))} candidates on your images (the "
+               "sidebar's data and limit) within the time budget. Runs already in the history with the same "
+               "settings are reused, so searching again is quick.")
     st.stop()
 if job.status != "done":
     (st.error if job.status == "failed" else st.warning)(job.error or job.status)
