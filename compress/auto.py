@@ -6,7 +6,8 @@ The search, cheapest first:
 1. **Candidates**: channel ratios (BatchNorm re-estimated, no training) × the target
    runtime's float and INT8 forms (``ort``: ONNX Runtime FP32 / INT8; ``torch``: eager FP32 /
    static INT8), plus INT8 with the 2 worst layers kept in float. With training photos and
-   budget left, a one-epoch distillation of the most compressed prune that failed.
+   budget left, a short distillation (then INT8) of each prune that failed screening, least
+   pruned first, until one fails even after it.
 2. **Screening**: each candidate is run on a small seeded subset of the evaluation images
    (``screen_images``) with a short timing loop. A candidate whose drop exceeds the budget
    by more than its 95% interval's half-width is dropped here.
@@ -215,31 +216,37 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
         if drop > cfg.max_drop + half:
             c.why = (f"lost {drop:.2f} points on {c.screen['n']} screening images, more than the budget "
                      f"{cfg.max_drop:g} plus the interval's half-width {half:.2f}")
-    # 1b. a short distillation of the most compressed prune that failed, with training photos
+    # 1b. short distillations of the prunes that failed, least pruned first (with training
+    # photos), in the runtime's INT8 form; a ratio that fails even after distillation ends
+    # this step, as a larger one would fail too
     if base.data.train_path and cfg.distill_epochs > 0:
         from compress.distill import RecoverConfig
-        failed = [c for c in cands if c.screen and c.why and c.recipe.prune is not None]
-        if failed:
-            worst = max(failed, key=lambda c: c.recipe.prune.ratio)
-            rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs, lr=0.05, temperature=2.0, alpha=0.5)
-            kd = Candidate(replace(worst.recipe, recover=rc), worst.label + f", distilled {cfg.distill_epochs} epoch")
+        rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs, lr=0.05, temperature=2.0, alpha=0.5)
+        failed = sorted({c.recipe.prune.ratio for c in cands if c.screen and c.why and c.recipe.prune is not None})
+        int8 = RUNTIMES[cfg.runtime][1]
+        for ratio in failed:
+            src = next(c for c in cands if c.recipe.prune is not None and c.recipe.prune.ratio == ratio
+                       and c.recipe.quantize is not None and c.recipe.quantize.mode == int8
+                       and not c.recipe.quantize.keep_worst)
+            kd = Candidate(replace(src.recipe, recover=rc), src.label + f", distilled {cfg.distill_epochs} epoch(s)")
             cands.append(kd)
             r = replace(kd.recipe, data=replace(screen_data, train_path=base.data.train_path,
-                                                train_limit=base.data.train_limit),
-                        measure=screen_measure)
+                                                train_limit=base.data.train_limit), measure=screen_measure)
             try:
                 p = run(r, "screening", len(cands) - 1, len(cands))
             except CompressError as e:
-                p, kd.stage, kd.why = None, "skipped", f"could not run: {e}"
-            if p is not None:
-                drop, half = _drop(p["before"], p["after"])
-                kd.stage = "screened"
-                kd.screen = {"run_id": p["run_id"], "drop": round(drop, 2), "half_width": round(half, 2),
-                             "objective": _objective(p["after"], cfg.objective), "n": p["after"]["accuracy"]["n"]}
-                if drop > cfg.max_drop + half:
-                    kd.why = f"lost {drop:.2f} points on screening even after distillation"
-            elif not kd.why:
+                kd.stage, kd.why = "skipped", f"could not run: {e}"
+                break
+            if p is None:
                 kd.stage, kd.why = "skipped", "the time budget was spent before screening it"
+                break
+            drop, half = _drop(p["before"], p["after"])
+            kd.stage = "screened"
+            kd.screen = {"run_id": p["run_id"], "drop": round(drop, 2), "half_width": round(half, 2),
+                         "objective": _objective(p["after"], cfg.objective), "n": p["after"]["accuracy"]["n"]}
+            if drop > cfg.max_drop + half:
+                kd.why = f"lost {drop:.2f} points on screening even after distillation"
+                break
     # 2. full measurement of the survivors, the most promising (best screened objective) first
     alive = [c for c in cands if c.stage == "screened" and not c.why]
     alive.sort(key=lambda c: (c.screen["objective"] is None, c.screen["objective"] or 0.0))
