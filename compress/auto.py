@@ -198,24 +198,31 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
         durations.append(time.perf_counter() - s)
         return _point(res)
 
-    # 1. screening on a small subset
-    for i, c in enumerate(cands):
+    def screen(c: Candidate, i: int, n: int) -> bool:
+        """Run ``c`` on the screening subset; True when it stays in the search."""
         r = replace(c.recipe, data=screen_data, measure=screen_measure, export=replace(c.recipe.export, formats=()))
         try:
-            p = run(r, "screening", i, len(cands))
+            p = run(r, "screening", i, n)
         except CompressError as e:
             c.stage, c.why = "skipped", f"could not run: {e}"
-            continue
+            return False
         if p is None:
             c.stage, c.why = "skipped", "the time budget was spent before screening it"
-            continue
+            return False
         drop, half = _drop(p["before"], p["after"])
         c.stage = "screened"
         c.screen = {"run_id": p["run_id"], "drop": round(drop, 2), "half_width": round(half, 2),
                     "objective": _objective(p["after"], cfg.objective), "n": p["after"]["accuracy"]["n"]}
         if drop > cfg.max_drop + half:
-            c.why = (f"lost {drop:.2f} points on {c.screen['n']} screening images, more than the budget "
-                     f"{cfg.max_drop:g} plus the interval's half-width {half:.2f}")
+            c.why = (f"lost {drop:.2f} points on {c.screen['n']} screening images"
+                     + (" even after distillation" if c.recipe.recover is not None else "")
+                     + f", more than the budget {cfg.max_drop:g} plus the interval's half-width {half:.2f}")
+            return False
+        return True
+
+    # 1. screening on a small subset
+    for i, c in enumerate(cands):
+        screen(c, i, len(cands))
     # 1b. short distillations of the prunes that failed, least pruned first (with training
     # photos), in the runtime's INT8 form; a ratio that fails even after distillation ends
     # this step, as a larger one would fail too
@@ -230,22 +237,7 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
                        and not c.recipe.quantize.keep_worst)
             kd = Candidate(replace(src.recipe, recover=rc), src.label + f", distilled {cfg.distill_epochs} epoch(s)")
             cands.append(kd)
-            r = replace(kd.recipe, data=replace(screen_data, train_path=base.data.train_path,
-                                                train_limit=base.data.train_limit), measure=screen_measure)
-            try:
-                p = run(r, "screening", len(cands) - 1, len(cands))
-            except CompressError as e:
-                kd.stage, kd.why = "skipped", f"could not run: {e}"
-                break
-            if p is None:
-                kd.stage, kd.why = "skipped", "the time budget was spent before screening it"
-                break
-            drop, half = _drop(p["before"], p["after"])
-            kd.stage = "screened"
-            kd.screen = {"run_id": p["run_id"], "drop": round(drop, 2), "half_width": round(half, 2),
-                         "objective": _objective(p["after"], cfg.objective), "n": p["after"]["accuracy"]["n"]}
-            if drop > cfg.max_drop + half:
-                kd.why = f"lost {drop:.2f} points on screening even after distillation"
+            if not screen(kd, len(cands) - 1, len(cands)):
                 break
     # 2. full measurement of the survivors, the most promising (best screened objective) first
     alive = [c for c in cands if c.stage == "screened" and not c.why]
