@@ -130,6 +130,7 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
     quant = None
     if a.quantize != "none":
         quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
+                            equalize=a.equalize,
                             keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
     return Recipe(
@@ -503,7 +504,7 @@ _measure_args = [
 
 def main(argv: list[str] | None = None) -> int:
     from compress.prune import CRITERIA
-    from compress.quantize import MODES
+    from compress.quantize import MODES, OBSERVERS
     p = _Parser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -543,7 +544,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="quantize after pruning; `after` is measured in the runtime that runs it")
     ru.add_argument("--calib", type=_num("calibration"), default=128, help="calibration images (kept apart from evaluation)")
     ru.add_argument("--qbackend", default="x86", choices=["x86", "qnnpack"])
-    ru.add_argument("--observer", default="histogram", choices=["minmax", "histogram"])
+    ru.add_argument("--observer", default="auto", choices=list(OBSERVERS),
+                    help="activation ranges: auto tries min/max and percentile (ONNX Runtime) and keeps "
+                         "the one closer to FP32 on the calibration photos; PyTorch uses histogram for auto")
+    ru.add_argument("--equalize", action="store_true",
+                    help="cross-layer equalization before INT8: same float outputs, weight ranges that "
+                         "quantize better (pairs joined by ReLU; ReLU6 pairs are left alone)")
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
     ru.add_argument("--finetune-epochs", type=_num("recover_epochs"), default=0, help="recover after pruning by fine-tuning")
     ru.add_argument("--distill-epochs", type=_num("recover_epochs"), default=0,

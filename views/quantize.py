@@ -56,8 +56,12 @@ with right:
     calib = st.slider("Calibration photos", 16, 1024, 128, 16, key="q_calib",
                       help="Photos used to learn the range of each layer's values. They are never "
                            "among the photos accuracy is measured on.")
-    observer = st.radio("Range from", list(Q.OBSERVERS), index=1, horizontal=True, key="q_observer",
+    observer = st.radio("Range from", list(Q.OBSERVERS), index=0, horizontal=True, key="q_observer",
                         format_func=lambda o: f"{o}: {Q.OBSERVERS[o]}")
+    equalize = st.checkbox("Cross-layer equalization first", False, key="q_equalize",
+                           help="Rescales pairs of convolutions joined by a ReLU so each channel's weights "
+                                "use the 8-bit range evenly. The float model's answers do not change. Pairs "
+                                "joined by ReLU6 (MobileNet, EfficientNet-Lite) are left alone.")
     layers = [n for n, m in source.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     keep = st.multiselect("Layers to keep in float (mixed precision)", layers, key="q_keep",
                           help="Layers that lose most in 8 bits can stay in float; see the error ranking below.")
@@ -85,7 +89,8 @@ if any(Q.MODES[m].trains for m in modes):
                                     key="q_train_limit", help="A fixed random subset (by the sidebar's seed).")
     st.caption("Training runs on the CPU and can take minutes; the progress bar follows every step.")
 
-cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, keep_float=tuple(keep),
+cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, equalize=equalize,
+                    keep_float=tuple(keep),
                     keep_worst=int(keep_worst), qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
 
 
