@@ -1,15 +1,23 @@
-"""Quantization benchmark: every path measured in the runtime that runs it, in one run.
-Prints Markdown; results live in docs/quantization.md.
+"""Quantization benchmark: every INT8 path measured in the runtime that runs it, all of one
+model's rows timed together in one interleaved loop. Prints Markdown; results live in
+docs/quantization.md.
 
     .venv/bin/python bench/quant_bench.py --imagenet ../shared/data/imagenet-val \
         --cifar ../shared/data/cifar10-jpeg.tar.gz > /tmp/quantization.md
 
-For each model: PyTorch eager FP32, ONNX Runtime FP32, dynamic INT8, static INT8 (torch,
-x86), ONNX Runtime static INT8, and channel pruning at 0.5 followed by each INT8 path.
-Calibration images (128, seeded) are never among the evaluation images. torchvision
-resnet18 is timed with untrained weights (its ImageNet weights cannot be downloaded
-here; latency and size do not depend on weight values), so it has no accuracy column;
-calibration uses real ImageNet photos all the same.
+For each model: PyTorch eager FP32, ONNX Runtime FP32, ONNX Runtime INT8 with each of its
+settings (8-bit or 7-bit weights, min/max or percentile ranges) and the automatic choice,
+ONNX Runtime INT8 after cross-layer equalization, ONNX Runtime INT8 with 2 layers kept in
+float ranked by measured agreement, ExecuTorch FP32 and INT8 (PT2E with XNNPACKQuantizer,
+lowered to XNNPACK), and PyTorch static INT8 (x86, FX). Speed-ups are given against
+PyTorch FP32 and against FP32 in the same runtime (ORT rows against ORT FP32, ExecuTorch
+rows against ExecuTorch FP32, PyTorch rows against PyTorch FP32), all from the per-round
+ratios of the one loop.
+
+Accuracy: efficientnet_lite0 on every ImageNet photo outside the 162-photo scoring pool
+(488 of 650), 128 of the pool calibrate; resnet18_cifar10 on 2,000 test images.
+mobilenet_v3_large and resnet18 have untrained weights here (their ImageNet weights cannot
+be downloaded on this machine): timing and size only, calibrated on real photos all the same.
 """
 from __future__ import annotations
 
@@ -24,43 +32,68 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import quantize as Q  # noqa: E402
-from compress.measure import profile_model  # noqa: E402
-from compress.prune import StructuredConfig, prune_structured  # noqa: E402
+from compress.measure import evaluate, time_interleaved  # noqa: E402
 from compress.zoo import build_architecture, get_spec, load_model  # noqa: E402
 
 CPU = torch.device("cpu")
 
 
-def bench(name: str, model, spec, sets, runs: int, with_accuracy: bool) -> None:
-    ev = sets.evaluation if with_accuracy else None
-    print(f"### {name}\n")
-    if with_accuracy:
-        print(f"Accuracy on {sets.n_eval} images from `{Path(sets.source).name}`; {sets.n_scoring} other "
-              "images calibrate INT8 and score pruning.\n")
-    print("| path | runtime | size (MB) | × size | median (ms) | p90 (ms) | speed-up | top-1 % (95% CI) | same top-1 as FP32 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    base = profile_model(model, spec.name, spec.input_size, CPU, runs=runs, warmup=10, eval_batches=ev)
+def _bytes(model) -> int:
+    return len(Q._torch_bytes(model))
 
-    def row(label, p):
-        acc = (f"{p.accuracy.top1:.2f} ({p.accuracy.ci95[0]:.1f}–{p.accuracy.ci95[1]:.1f})"
-               if p.accuracy else "–")
-        agree = "–" if p.agreement_top1 is None else f"{p.agreement_top1:.1f}%"
-        print(f"| {label} | {p.runtime} | {p.size_bytes / 1e6:.2f} | ×{p.size_bytes / base.size_bytes:.2f} | "
-              f"{p.latency_ms.median:.2f} | {p.latency_ms.p90:.2f} | "
-              f"{base.latency_ms.median / p.latency_ms.median:.2f}× | {acc} | {agree} |", flush=True)
-    row("FP32", base)
-    pruned, _ = prune_structured(model, StructuredConfig(ratio=0.5), spec.input_size, batches=sets.scoring)
-    for label, src, modes in (("", model, ("ort-fp32", "dynamic", "static", "ort-int8")),
-                              ("prune 0.5 + ", pruned, (None, "static", "ort-int8"))):
-        for mode in modes:
-            if mode is None:
-                row(f"{label}FP32", profile_model(src, spec.name, spec.input_size, CPU, runs=runs, warmup=10,
-                                                  eval_batches=ev))
-                continue
-            q = Q.quantize(src, Q.QuantConfig(mode=mode, calibration=128), spec.input_size, sets.scoring)
-            row(f"{label}{mode}", Q.profile_quantized(q, src, spec.name, spec.input_size, runs=runs,
-                                                      warmup=10, eval_batches=ev))
-    print()
+
+def bench(title: str, model, spec, sets, runs: int, with_accuracy: bool, full: bool) -> None:
+    model = model.eval()
+    print(f"### {title}\n")
+    if with_accuracy:
+        print(f"Accuracy on {sets.n_eval} images from `{Path(sets.source).name}`; 128 other images calibrate.\n")
+    configs = [("ORT FP32", Q.QuantConfig(mode="ort-fp32"))]
+    if full:
+        configs += [(f"ORT INT8, {v.label}", Q.QuantConfig(mode="ort-int8", observer=v.observer,
+                                                          weight_bits=7 if v.reduce_range else 8))
+                    for v in Q.ort_int8_variants("auto", vnni=False)]
+    configs += [("ORT INT8, automatic choice", Q.QuantConfig(mode="ort-int8")),
+                ("ORT INT8 + CLE", Q.QuantConfig(mode="ort-int8", equalize=True)),
+                ("ORT INT8, 2 layers in float (measured rank)",
+                 Q.QuantConfig(mode="ort-int8", keep_worst=2, keep_rank="accuracy")),
+                ("ExecuTorch FP32", Q.QuantConfig(mode="et-fp32")),
+                ("ExecuTorch INT8 (PT2E)", Q.QuantConfig(mode="et-int8")),
+                ("PyTorch static INT8", Q.QuantConfig(mode="static")),
+                ("PyTorch static INT8 + CLE", Q.QuantConfig(mode="static", equalize=True))]
+    rows = [("PyTorch FP32", "PyTorch eager FP32", model, _bytes(model), [])]
+    for label, cfg in configs:
+        t0 = time.perf_counter()
+        q = Q.quantize(model, cfg, spec.input_size, sets.scoring)
+        rows.append((label, q.runtime, q.model, q.size_bytes, q.notes + [f"made in {time.perf_counter() - t0:.0f} s"]))
+    timing = time_interleaved([(r[0], r[2], CPU) for r in rows], spec.input_size, runs=runs, warmup=10)
+    ref_preds: list = []
+    base_acc = evaluate(model, sets.evaluation, CPU, predictions=ref_preds) if with_accuracy else None
+    print("| path | size (MB) | × size | median (ms) | p90 (ms) | vs PyTorch FP32 | vs FP32, same runtime | "
+          "top-1 % (95% CI) | Δ points | same top-1 as FP32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    notes = []
+    for label, runtime, m, size, n in rows:
+        lat = timing.latency[label]
+        vs_torch = timing.speedup("PyTorch FP32", label) if label != "PyTorch FP32" else None
+        same = ("PyTorch FP32" if runtime.startswith("PyTorch") else
+                "ExecuTorch FP32" if runtime.startswith("ExecuTorch") else "ORT FP32")
+        vs_same = timing.speedup(same, label) if label != same else None
+        acc = delta = agree = "–"
+        if with_accuracy:
+            preds: list = []
+            a = base_acc if m is model else evaluate(m, sets.evaluation, CPU, predictions=preds)
+            acc = f"{a.top1:.2f} ({a.ci95[0]:.1f}–{a.ci95[1]:.1f})"
+            delta = f"{a.top1 - base_acc.top1:+.2f}"
+            if m is not model:
+                same_n = sum(p == r for p, r in zip(preds, ref_preds))
+                agree = f"{100 * same_n / sets.n_eval:.1f}%"
+        fmt = (lambda s: "–" if s is None else f"{s.ratio:.2f}× ({s.ci95[0]:.2f}–{s.ci95[1]:.2f})")
+        print(f"| {label} | {size / 1e6:.2f} | ×{size / rows[0][3]:.3f} | {lat.median:.2f} | {lat.p90:.2f} | "
+              f"{fmt(vs_torch)} | {fmt(vs_same)} | {acc} | {delta} | {agree} |", flush=True)
+        if n:
+            notes.append(f"- **{label}**: " + "; ".join(n))
+    print("\nNotes the product attached to each result:\n")
+    print("\n".join(notes) + "\n", flush=True)
 
 
 def main() -> None:
@@ -68,23 +101,30 @@ def main() -> None:
     ap.add_argument("--imagenet", required=True)
     ap.add_argument("--cifar", default=None)
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--models", default="efficientnet_lite0,resnet18_cifar10,mobilenet_v3_large,resnet18")
     a = ap.parse_args()
     print(f"<!-- torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
           f"VNNI: {Q.cpu_has_vnni()} -->\n")
-    print(f"Batch 1, CPU, {torch.get_num_threads()} threads, median and p90 of {a.runs} timed runs after "
-          "10 warm-up runs; speed-up is against PyTorch FP32 of the same model in the same run.\n")
+    print(f"Batch 1, CPU, {torch.get_num_threads()} threads, median and p90 of {a.runs} timed runs after 10 "
+          "warm-up runs, every row of a table in one interleaved loop; speed-ups are medians of the per-round "
+          "ratios with their 95% interval.\n")
     t0 = time.perf_counter()
-    spec = get_spec("resnet18")
-    sets = D.eval_sets(a.imagenet, spec.preprocess.transform(), 1000, "resnet18", limit=64, n_scoring=128)
-    bench("resnet18 (224×224, untrained weights: timing and size only)",
-          build_architecture("resnet18", 1000).eval(), spec, sets, a.runs, with_accuracy=False)
-    lite = load_model("efficientnet_lite0")
-    sets = D.eval_sets(a.imagenet, lite.spec.preprocess.transform(), 1000, lite.spec.name, n_scoring=128)
-    bench("efficientnet_lite0 (224×224, ImageNet weights)", lite.model, lite.spec, sets, a.runs, True)
-    if a.cifar:
-        c = load_model("resnet18_cifar10")
-        sets = D.eval_sets(a.cifar, c.spec.preprocess.transform(), 10, c.spec.name, limit=2000, n_scoring=128)
-        bench("resnet18_cifar10 (32×32, trained here)", c.model, c.spec, sets, a.runs, True)
+    for name in a.models.split(","):
+        if name == "resnet18_cifar10":
+            if not a.cifar:
+                continue
+            c = load_model(name)
+            sets = D.eval_sets(a.cifar, c.spec.preprocess.transform(), 10, name, limit=2000, n_scoring=128)
+            bench(f"{name} (32×32, trained here)", c.model, c.spec, sets, a.runs, True, True)
+        elif name == "efficientnet_lite0":
+            lm = load_model(name)
+            sets = D.eval_sets(a.imagenet, lm.spec.preprocess.transform(), 1000, name, limit=None, n_scoring=128)
+            bench(f"{name} (224×224, ImageNet weights)", lm.model, lm.spec, sets, a.runs, True, True)
+        else:
+            spec = get_spec(name)
+            sets = D.eval_sets(a.imagenet, spec.preprocess.transform(), 1000, name, limit=32, n_scoring=128)
+            bench(f"{name} (224×224, untrained weights: timing and size only)",
+                  build_architecture(name, 1000), spec, sets, a.runs, False, False)
     print(f"<!-- {time.perf_counter() - t0:.0f} s -->")
 
 

@@ -132,6 +132,7 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
         quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
                             equalize=a.equalize,
                             keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
+                            keep_rank=a.keep_rank, weight_bits=a.weight_bits,
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
     return Recipe(
         model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
@@ -504,7 +505,7 @@ _measure_args = [
 
 def main(argv: list[str] | None = None) -> int:
     from compress.prune import CRITERIA
-    from compress.quantize import MODES, OBSERVERS
+    from compress.quantize import KEEP_RANKS, MODES, OBSERVERS
     p = _Parser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -562,7 +563,13 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--unfreeze", default="all", choices=["pruned", "all"],
                     help="pruned: only pruned layers, BatchNorms and the classifier train")
     ru.add_argument("--keep-worst", type=_num("keep_worst"), default=0,
-                    help="also keep the K layers with the highest quantization error (SQNR) in float")
+                    help="also keep K layers in float, ranked by --keep-rank")
+    ru.add_argument("--keep-rank", default="sqnr", choices=list(KEEP_RANKS),
+                    help="sqnr: simulated 8-bit error (fast); accuracy: quantize with each candidate in "
+                         "float and keep those that raise agreement with FP32 most (slower, measured)")
+    ru.add_argument("--weight-bits", type=int, default=0, choices=[0, 7, 8],
+                    help="ONNX Runtime INT8 weights: 0 chooses per CPU (with VNNI 8-bit; without, "
+                         "8-bit and 7-bit are both tried and the closer to FP32 kept)")
     ru.add_argument("--qat-epochs", type=_num("qat_epochs"), default=1)
     ru.add_argument("--qat-lr", type=_num("lr"), default=1e-4)
     ru.add_argument("--train-data", default=None,

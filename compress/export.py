@@ -130,11 +130,20 @@ def export(model, fmt: str, path: Path, input_size: tuple[int, int, int], batche
         out.max_abs_diff, out.agreement_top1, out.n = _compare(module, back, batches)
         return out
 
+    if fmt == "executorch" and getattr(model, "pte", None) is not None:
+        # an ExecuTorch mode's own program (et-int8: the PT2E-calibrated graph lowered to XNNPACK)
+        path.write_bytes(model.pte)
+        run = _executorch_runner(path)
+        out = Exported(fmt, str(path), path.stat().st_size, runtime,
+                       note="batch 1 (ExecuTorch programs have a fixed input shape)")
+        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, run, batches)
+        return out
+
     if fmt == "executorch":
         if is_quant:
-            raise ExportError(f"ExecuTorch export here takes a float model; this one is {runtime} "
-                              "(torch.ao / ONNX Runtime INT8 do not load in ExecuTorch). Export the "
-                              "pruned float model; XNNPACK runs it on phone CPUs.")
+            raise ExportError(f"ExecuTorch export here takes a float model or an et-int8 one; this one is "
+                              f"{runtime} (torch.ao / ONNX Runtime INT8 do not load in ExecuTorch). Quantize "
+                              "with et-int8 for an INT8 .pte, or export the pruned float model.")
         try:
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower

@@ -366,15 +366,16 @@ class _Context:
                                 threads=ms.threads, on_progress=self.stage("latency"), cancel=self.cancel)
 
     def runtime_twin(self, model, q) -> Any:
-        """The ONNX Runtime FP32 twin of float ``model`` when ``q`` runs in ONNX Runtime in
-        lower precision (so a speed-up can be split into runtime switch and compression);
-        None otherwise, or when the twin cannot be built (a warning says so)."""
-        from compress.quantize import QuantConfig, quantize
-        if q is None or isinstance(q, nn.Module) or q.onnx is None or q.mode == "ort-fp32" \
-                or not isinstance(model, nn.Module):
+        """The FP32 twin of float ``model`` in the runtime that runs ``q`` (ONNX Runtime FP32
+        for ort-int8, ExecuTorch FP32 for et-int8), so a speed-up can be split into runtime
+        switch and compression; None when ``q``'s runtime is PyTorch's own, or when the twin
+        cannot be built (a warning says so)."""
+        from compress.quantize import MODES, QuantConfig, quantize
+        twin = None if q is None or isinstance(q, nn.Module) else MODES[q.mode].float_twin
+        if twin is None or not isinstance(model, nn.Module):
             return None
         try:
-            return quantize(model, QuantConfig(mode="ort-fp32"), self.spec.input_size, None, torch.device("cpu"))
+            return quantize(model, QuantConfig(mode=twin), self.spec.input_size, None, torch.device("cpu"))
         except CompressError as e:
             self.warnings.append(f"The speed-up could not be split into runtime and compression: {e}")
             return None
@@ -630,8 +631,9 @@ def _time_run(ctx: _Context, before: dict, start: Optional[Point], start_profile
     if model is not None:
         models.append(("compressed", model))
     twin = ctx.runtime_twin(ctx.loaded.model, model) if model is not None else None
+    twin_name = f"original in {twin.runtime}" if twin is not None else ""
     if twin is not None:
-        models.append(("original in ONNX Runtime FP32", twin))
+        models.append((twin_name, twin))
     timing = ctx.time(models)
     timing.set_latency("original", before)
     if start_profile is not None:
@@ -641,8 +643,8 @@ def _time_run(ctx: _Context, before: dict, start: Optional[Point], start_profile
     timing.set_latency("compressed", after)
     speed = [timing.speedup("original", "compressed", "total")]
     if twin is not None:
-        speed += [timing.speedup("original", "original in ONNX Runtime FP32", "runtime"),
-                  timing.speedup("original in ONNX Runtime FP32", "compressed", "compression")]
+        speed += [timing.speedup("original", twin_name, "runtime"),
+                  timing.speedup(twin_name, "compressed", "compression")]
     if start is not None:
         speed.append(timing.speedup("start", "compressed", "from start"))
     after["speed"] = [s.to_json() for s in speed]
@@ -731,16 +733,18 @@ def _time_variants(ctx: _Context, record: _Record, before: dict, reference: dict
     if distinct:
         timing.set_latency("float model", reference)
     ref_name = "float model" if distinct else "original"
-    ort_fp32 = next((m[0] for m in made if m[4].mode == "ort-fp32"), None)
+    from compress.quantize import MODES
     from compress.report import chance_warnings, changed_images
     for name, vr, recorded, run_id, q, vsteps, vraw, after, seconds, i in made:
         timing.set_latency(name, after)
         speed = [timing.speedup("original", name, "total")]
         if distinct:
             speed.append(timing.speedup("float model", name, "from start"))
-        if ort_fp32 is not None and q.onnx is not None and name != ort_fp32:
-            speed += [timing.speedup(ref_name, ort_fp32, "runtime"),
-                      timing.speedup(ort_fp32, name, "compression")]
+        # the FP32 of the same runtime, when it was measured in this loop
+        twin = next((m[0] for m in made if m[4].mode == MODES[q.mode].float_twin), None)
+        if twin is not None:
+            speed += [timing.speedup(ref_name, twin, "runtime"),
+                      timing.speedup(twin, name, "compression")]
         after["speed"] = [s.to_json() for s in speed]
         for w in chance_warnings(before, after, ctx.spec.num_classes):
             w = w if w.startswith("The original") else f"{name}: {w}"

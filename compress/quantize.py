@@ -76,6 +76,7 @@ class QuantizedModel:
     notes: list[str] = field(default_factory=list)
     onnx: Optional[bytes] = None        # the ONNX file, for ORT modes
     ort_variant: Optional["OrtVariant"] = None   # ONNX Runtime INT8: the settings chosen
+    pte: Optional[bytes] = None         # the ExecuTorch program, for ExecuTorch modes
 
 
 def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] = None) -> None:
@@ -157,6 +158,19 @@ def _qconfig(cfg: QuantConfig):
     return QConfig(activation=act, weight=weight)
 
 
+def torch_int8_caveat(model: nn.Module) -> Optional[str]:
+    """What to tell a user before they wait for PyTorch INT8 on a network with depthwise
+    convolutions (None for other networks)."""
+    depthwise = sum(1 for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1
+                    and m.groups == m.in_channels)
+    if not depthwise:
+        return None
+    return (f"This network has {depthwise} depthwise convolutions, which PyTorch's x86 INT8 kernels handle "
+            "poorly: on efficientnet_lite0, on this project's machines, PyTorch static INT8 ran slower than "
+            "PyTorch FP32 and lost about 8 points of top-1 (docs/quantization.md). ONNX Runtime INT8 "
+            "(ort-int8) is the fast and accurate CPU path for it; et-int8 is the one for phones.")
+
+
 def standard_convs(model: nn.Module, input_size) -> tuple[nn.Module, int]:
     """A copy of ``model`` whose "same padding" conv subclasses are plain ``nn.Conv2d``s.
 
@@ -217,6 +231,7 @@ def _static_torch(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
         q = convert_fx(prepared)
     data = _torch_bytes(q)
     notes = [f"{len(cfg.keep_float)} layer(s) kept in float"] if cfg.keep_float else []
+    notes += [c for c in [torch_int8_caveat(model)] if c]
     if cfg.backend == "qnnpack":
         notes.append("qnnpack is built for ARM; on an x86 machine its latency is not what a phone sees.")
     return QuantizedModel(q, "static", f"PyTorch INT8 ({cfg.backend})", len(data), _gzip_len(data),
@@ -382,13 +397,15 @@ class OrtVariant:
 def ort_int8_variants(observer: str, vnni: bool, weight_bits: int = 0) -> list[OrtVariant]:
     """The settings ``ort-int8`` tries, for this CPU.
 
-    On a CPU without VNNI, ONNX Runtime documents a risk of u8 x s8 saturation and advises
-    7-bit weights (``reduce_range``). Measured on this project's AVX2 machine with
-    onnxruntime 1.32 (docs/quantization.md), 8-bit weights saturated nowhere visible and
-    kept more accuracy: efficientnet_lite0 agreed with FP32 on 98.8% of 488 images against
-    96.5% with 7-bit weights. So both are tried there and the one that agrees more is
-    kept; with VNNI, only 8-bit. ``observer="auto"`` tries both range methods as well.
-    ``weight_bits`` 8 or 7 fixes the width."""
+    7-bit weights (``reduce_range``) cost accuracy: on efficientnet_lite0, 488 ImageNet
+    photos, they agreed with FP32 on 96.5% against 98.8% for 8-bit weights (measured on a
+    VNNI CPU, docs/quantization.md). With VNNI, 8-bit weights are safe, so only they are
+    tried. Without VNNI, ONNX Runtime documents a risk of u8 x s8 saturation with 8-bit
+    weights (an earlier measurement here on an AVX2 CPU: resnet18_cifar10 agreed on 85%
+    with 8-bit weights, 99.5% with 7-bit), and whether it bites depends on the model, so
+    both are quantized and the one that agrees more with FP32 on the calibration photos
+    is kept. ``observer="auto"`` tries both range methods as well; ``weight_bits`` 8 or 7
+    fixes the width."""
     observers = ("minmax", "histogram") if observer == "auto" else (observer,)
     widths = {8: (False,), 7: (True,)}.get(weight_bits, (False,) if vnni else (False, True))
     return [OrtVariant(r, o) for r in widths for o in observers]
@@ -438,6 +455,76 @@ def _onnx_nodes_for(path, layer_names: tuple[str, ...]) -> list[str]:
         if any(mod == n or mod.startswith(n + ".") for n in layer_names):
             out.append(node.name)
     return out
+
+
+# ------------------------------------------------------------------ ExecuTorch (PT2E + XNNPACK)
+
+class ExecuTorchModel(nn.Module):
+    """An ExecuTorch program behind a module's interface, run by the ExecuTorch runtime
+    with its XNNPACK kernels (the CPU backend phones use; it has x86 kernels too). The
+    program has a fixed batch of 1, so a batch runs image by image."""
+
+    def __init__(self, pte: bytes):
+        super().__init__()
+        from executorch.runtime import Runtime
+        self.method = Runtime.get().load_program(pte).load_method("forward")
+
+    def forward(self, x):
+        x = x.detach().cpu().float()
+        return torch.cat([self.method.execute([x[i:i + 1].contiguous()])[0] for i in range(len(x))])
+
+
+def _executorch(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
+    """``et-fp32``: the float model as an ExecuTorch XNNPACK program. ``et-int8``: PyTorch 2
+    export quantization (PT2E, torchao's ``prepare_pt2e``/``convert_pt2e``) with
+    ExecuTorch's ``XNNPACKQuantizer`` (per-channel symmetric 8-bit weights, 8-bit
+    activations), calibrated on the photos, then lowered to XNNPACK: the path that replaces
+    torch.ao's FX quantization, and the same file a phone runs."""
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise QuantizeError("ExecuTorch is not installed: pip install -r requirements.txt") from None
+    example = (torch.zeros(1, *input_size),)
+    work = copy.deepcopy(model).cpu().eval()
+    notes = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.mode == "et-int8":
+                from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                    XNNPACKQuantizer, get_symmetric_quantization_config)
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+                # strict export records one source per call of a module: torchvision's ResNet
+                # calls one ReLU module twice per block, and the non-strict default groups both
+                # calls into one partition, which PT2E quantizers reject
+                graph = torch.export.export(work, example, strict=True).module()
+                quantizer = XNNPACKQuantizer().set_global(
+                    get_symmetric_quantization_config(is_per_channel=cfg.per_channel))
+                for n in cfg.keep_float:
+                    quantizer.set_module_name(n, None)
+                prepared = prepare_pt2e(graph, quantizer)
+                n_cal = sum(len(x) for x in calib)
+                done = 0
+                with torch.no_grad():
+                    for x in calib:
+                        for i in range(len(x)):
+                            prepared(x[i:i + 1])
+                        done += len(x)
+                        emit(on_progress, "calibrate", done / n_cal, f"calibrated on {done}/{n_cal} images")
+                work = convert_pt2e(prepared)
+                if cfg.keep_float:
+                    notes.append(f"{len(cfg.keep_float)} layer(s) kept in float")
+            emit(on_progress, "export", 0.9, "lowering to ExecuTorch (XNNPACK)")
+            program = torch.export.export(work, example)
+            pte = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    except Exception as e:  # noqa: BLE001 - any export/quantizer failure becomes a plain message
+        raise QuantizeError(f"ExecuTorch could not take this model ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Try ort-int8.") from None
+    runtime = "ExecuTorch INT8 (XNNPACK)" if cfg.mode == "et-int8" else "ExecuTorch FP32 (XNNPACK)"
+    notes.append("batch 1: an ExecuTorch program has a fixed input shape")
+    return QuantizedModel(ExecuTorchModel(pte), cfg.mode, runtime, len(pte), _gzip_len(pte), torch.device("cpu"),
+                          notes, pte=pte)
 
 
 # ------------------------------------------------------------------ the one entry point
@@ -589,9 +676,10 @@ class QuantMode:
     devices: tuple[str, ...]           # device types it runs on
     device_note: str                   # what to say on another device
     handler: Callable                  # (model, cfg, input_size, calib, device, on_progress, train, cancel)
+    float_twin: Optional[str] = None   # the FP32 mode in the same runtime: the fair baseline for speed
 
 
-INT8_MODES = ("static", "ort-int8", "qat")     # the modes that round weights and activations to 8 bits
+INT8_MODES = ("static", "ort-int8", "qat", "et-int8")     # the modes that round weights and activations to 8 bits
 _CPU_ONLY = "runs on the CPU; choose fp16 or bf16 for the GPU."
 MODES: dict[str, QuantMode] = {m.name: m for m in (
     QuantMode("dynamic", "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
@@ -606,7 +694,14 @@ MODES: dict[str, QuantMode] = {m.name: m for m in (
               f"ort-fp32 {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p)),
     QuantMode("ort-int8", "ONNX Runtime INT8: static 8-bit in ONNX Runtime, calibrated on the same "
               "photos. Often the fastest CPU path.", True, False, ("cpu",), f"ort-int8 {_CPU_ONLY}",
-              lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p)),
+              lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p), float_twin="ort-fp32"),
+    QuantMode("et-fp32", "ExecuTorch FP32 (XNNPACK): the float model as an ExecuTorch program, the format "
+              "phones run. Not a quantization: the fair float baseline for ExecuTorch INT8.", False, False,
+              ("cpu",), f"et-fp32 {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _executorch(m, c, i, cal, p)),
+    QuantMode("et-int8", "ExecuTorch INT8 (XNNPACK): PyTorch 2 export quantization calibrated on the same "
+              "photos, lowered to XNNPACK. The INT8 file for phones; timed here on this CPU.", True, False,
+              ("cpu",), f"et-int8 {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _executorch(m, c, i, cal, p),
+              float_twin="et-fp32"),
     QuantMode("qat", "Quantization-aware training: fine-tune with 8-bit rounding simulated, then convert "
               "to static INT8. Recovers accuracy that plain static INT8 loses; needs training photos.",
               False, True, ("cpu",), f"qat {_CPU_ONLY}",
@@ -638,7 +733,7 @@ def profile_quantized(q: QuantizedModel, reference: nn.Module, name: str, input_
     params, nonzero = count_params(reference if reference is not None else q.model)
     lat = measure_latency(q.model, input_size, q.device, batch=batch, warmup=warmup, runs=runs,
                           threads=threads, on_progress=on_progress) if latency else None
-    mem = None if q.onnx is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
+    mem = None if (q.onnx or q.pte) is not None else measure_peak_memory(q.model, input_size, q.device, batch=batch)
     acc = agree = per_image = None
     if eval_batches is not None:
         preds: list = []

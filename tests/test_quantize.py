@@ -289,3 +289,20 @@ def test_keep_float_ranked_by_measured_agreement(cifar):
     assert kept in dict(model.named_modules())
     with pytest.raises(QuantizeError, match="Unknown ranking"):
         quantize(model, QuantConfig(mode="ort-int8", keep_worst=1, keep_rank="vibes"), (3, 32, 32), sets.scoring)
+
+
+def test_executorch_int8_through_pt2e_agrees_and_exports_its_own_program(cifar, tmp_path):
+    """et-int8: PT2E (torchao prepare/convert with XNNPACKQuantizer) on the real CIFAR model,
+    run in the ExecuTorch runtime; its .pte export is that same calibrated program."""
+    from compress.export import export
+    from compress.quantize import MODES
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="et-int8", calibration=32), (3, 32, 32), sets.scoring)
+    assert q.runtime == "ExecuTorch INT8 (XNNPACK)" and q.pte is not None and q.size_bytes == len(q.pte)
+    assert q.size_bytes < 0.3 * _float_bytes(model)
+    agree, _ = _agreement(model.eval(), q.model, sets.evaluation)
+    assert agree >= 0.95, agree
+    assert MODES["et-int8"].float_twin == "et-fp32" and MODES["ort-int8"].float_twin == "ort-fp32"
+    out = export(q, "executorch", tmp_path / "m.pte", (3, 32, 32), sets.evaluation[:1])
+    assert (tmp_path / "m.pte").read_bytes() == q.pte
+    assert out.agreement_top1 >= 0.95

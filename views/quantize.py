@@ -16,7 +16,7 @@ from compress.zoo import no_data_hint
 from compress import quantize as Q
 from compress.errors import CompressError
 from compress.measure import Profile
-from compress.report import BUSY, speed_against, speed_phrase
+from compress.report import BUSY, speed_against, speed_entry, speed_phrase
 from views.common import (base_recipe, keep_result, shown_result, current, current_device, data_settings, eval_sets_for, model_key,
                           on_sidebar_settings, require_model, run_variants, set_current)
 
@@ -43,12 +43,17 @@ if isinstance(source, torch.jit.ScriptModule):
 
 left, right = st.columns([3, 2])
 with left:
-    # ort-fp32 is always measured as a baseline
-    modes = st.multiselect("Modes to measure", [m for m in Q.MODES if m != "ort-fp32"],
+    # the FP32 modes of other runtimes are measured as baselines, not chosen
+    twins = {Q.MODES[m].float_twin for m in Q.MODES} - {None}
+    modes = st.multiselect("Modes to measure", [m for m in Q.MODES if m not in twins],
                            default=["static", "ort-int8"], key="q_modes",
-                           help="Each is compared with PyTorch FP32 and ONNX Runtime FP32.")
+                           help="Each is compared with PyTorch FP32 and with FP32 in its own runtime "
+                                "(ONNX Runtime FP32, ExecuTorch FP32).")
     for m in modes:
         st.caption(f"**{m}**: {Q.MODES[m].description}")
+    caveat = Q.torch_int8_caveat(source) if {"static", "qat"} & set(modes) else None
+    if caveat:
+        st.warning(caveat)
 with right:
     backend = st.radio("PyTorch INT8 kernels for", Q.BACKENDS, horizontal=True, key="q_backend",
                        format_func={"x86": "x86 servers and PCs", "qnnpack": "ARM phones (qnnpack)"}.get,
@@ -67,7 +72,9 @@ with right:
                           help="Layers that lose most in 8 bits can stay in float; see the error ranking below.")
     keep_worst = st.number_input("…and the K layers with the highest error, ranked automatically", 0, 20, 0,
                                  key="q_keep_worst",
-                                 help="Measured on the calibration photos (SQNR per layer), then kept in float.")
+                                 help="Ranked on the calibration photos, then kept in float.")
+    keep_rank = st.radio("Rank them by", list(Q.KEEP_RANKS), horizontal=True, key="q_keep_rank",
+                         format_func=lambda r: f"{r}: {Q.KEEP_RANKS[r]}", disabled=not keep_worst)
 
 has_data = bool(data_settings()[0])
 if not has_data:
@@ -91,7 +98,7 @@ if any(Q.MODES[m].trains for m in modes):
 
 cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, equalize=equalize,
                     keep_float=tuple(keep),
-                    keep_worst=int(keep_worst), qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
+                    keep_worst=int(keep_worst), keep_rank=keep_rank, qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
 
 
 device = current_device()
@@ -114,9 +121,11 @@ if st.button("Quantize and measure", type="primary", key="q_go", disabled=not mo
     if train_path.strip():
         recipe = replace(recipe, data=replace(recipe.data, train_path=train_path.strip(),
                                               train_limit=int(train_limit)))
-    # ONNX Runtime FP32 is always measured (not recorded): the fair float baseline for ONNX Runtime INT8
+    # ONNX Runtime FP32 is always measured (not recorded), and ExecuTorch FP32 when et-int8 is
+    # chosen: the fair float baselines for INT8 in those runtimes
+    references = ["ort-fp32"] + [Q.MODES[m].float_twin for m in modes if Q.MODES[m].float_twin not in (None, "ort-fp32")]
     out = run_variants(recipe, [replace(cfg, mode=m) for m in modes], "Quantize",
-                       start=comp if from_comp else None, references=[replace(cfg, mode="ort-fp32")])
+                       start=comp if from_comp else None, references=[replace(cfg, mode=r) for r in references])
     if out is not None:
         keep_result("quant_result", {"source": source_label, "from_comp": from_comp, "variants": out})
 
@@ -136,6 +145,14 @@ if res:
         + [(runtime_name(r), Profile.from_json(r.after), None) for r in refs] \
         + [(runtime_name(r), Profile.from_json(r.after), r) for r in ok]
     variant_names = [name for name, _, r in rows_src if r is not None]
+
+    def same_runtime_speedup(p, sp):
+        """INT8 against FP32 in the runtime that runs it: measured in the same loop for ONNX
+        Runtime and ExecuTorch; PyTorch's own FP32 is the reference for PyTorch modes."""
+        comp = speed_entry(p.to_json(), "compression")
+        if comp is not None:
+            return comp["ratio"]
+        return sp["ratio"] if sp and p.runtime.startswith("PyTorch") else None
     base = Profile.from_json(out.reference)
     base_name = "float model" if res["from_comp"] else "original"   # its name in the timing loop
     rows, busy = [], []
@@ -151,6 +168,7 @@ if res:
             "speed-up vs PyTorch FP32": sp["ratio"] if sp else base.latency_ms.median / lat.median,
             "speed-up 95% interval": f"{sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}" + (" ⚠ busy" if sp["noisy"] else "")
             if sp else "",
+            "speed-up vs FP32 in its runtime": same_runtime_speedup(p, sp),
             "top-1 %": None if acc is None else acc.top1,
             "95% CI": "" if acc is None else f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f}",
             "same top-1 as FP32 %": 100.0 if r is None and name == "PyTorch FP32" else p.agreement_top1,
@@ -169,7 +187,8 @@ if res:
                "pool, calibrated INT8). Size: the bytes of each runtime's own file. Every row below the "
                "baselines is a run in the history, with its model.")
     fmt = {"size (MB)": "{:.2f}", "× size": "×{:.2f}", "latency median (ms)": "{:.2f}",
-           "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×", "top-1 %": "{:.2f}",
+           "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×",
+           "speed-up vs FP32 in its runtime": "{:.2f}×", "top-1 %": "{:.2f}",
            "same top-1 as FP32 %": "{:.1f}", "history run": "#{:.0f}"}
     st.table(pd.DataFrame(rows).set_index("model").style.format(fmt, na_rep="–"))
     if busy:
