@@ -622,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         au.add_argument(*args, **kw)
     au.add_argument("--max-drop", type=_num("max_drop"), default=1.0, help="points of top-1 the model may lose")
     au.add_argument("--objective", default="latency", choices=["latency", "size"])
-    au.add_argument("--runtime", default="ort", help="ort (ONNX Runtime) or torch")
+    au.add_argument("--runtime", default="ort",
+                    help="ort (ONNX Runtime), torch (PyTorch INT8 through PT2E + Inductor) or executorch "
+                         "(ExecuTorch XNNPACK, the phone runtime, timed on this CPU)")
     au.add_argument("--budget-minutes", type=_num("budget_minutes"), default=30.0)
     au.add_argument("--screen-images", type=_num("screen_images"), default=300,
                     help="images each candidate is screened on before the full measurement")

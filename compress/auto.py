@@ -31,7 +31,8 @@ from compress.progress import Cancel, Cancelled, OnProgress, emit
 from compress.recipe import MeasureRef, Recipe
 
 OBJECTIVES = ("latency", "size")
-RUNTIMES = {"ort": ("ort-fp32", "ort-int8"), "torch": (None, "static")}
+# runtime -> (its FP32 mode, its INT8 mode); None: PyTorch eager, the original itself
+RUNTIMES = {"ort": ("ort-fp32", "ort-int8"), "torch": (None, "pt2e"), "executorch": ("et-fp32", "et-int8")}
 
 
 class AutoError(CompressError):
@@ -80,8 +81,7 @@ def validate(cfg: AutoConfig) -> None:
     if cfg.objective not in OBJECTIVES:
         raise AutoError(f"Unknown objective {cfg.objective!r}: use {' or '.join(OBJECTIVES)}.")
     if cfg.runtime not in RUNTIMES:
-        raise AutoError(f"Runtime {cfg.runtime!r} is not searched yet: use {' or '.join(RUNTIMES)} "
-                        "(export the chosen model to ExecuTorch with run --export pte).")
+        raise AutoError(f"Runtime {cfg.runtime!r} is not searched yet: use {', '.join(RUNTIMES)}.")
     if not 0 <= cfg.max_drop <= 100:
         raise AutoError(f"--max-drop {cfg.max_drop:g}: give the points of top-1 the model may lose, 0 to 100.")
     if cfg.budget_minutes <= 0:

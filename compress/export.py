@@ -80,6 +80,11 @@ def export(model, fmt: str, path: Path, input_size: tuple[int, int, int], batche
     onnx_bytes = getattr(model, "onnx", None)
     example = torch.zeros(1, *input_size)
 
+    if getattr(model, "pt2", None) is not None and fmt != "checkpoint":
+        raise ExportError(f"{runtime} is a torch.export program compiled by TorchInductor on the machine that "
+                          "runs it; each run keeps its .pt2 file. For an INT8 ONNX file quantize with "
+                          "ort-int8, for phones with et-int8.")
+
     if fmt == "checkpoint":
         if is_quant:
             raise ExportError(f"The project checkpoint holds float weights; this model is {runtime}. "

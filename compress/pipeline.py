@@ -205,8 +205,9 @@ class _Record:
 
 def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path:
     """Write a run's model so it loads back with ``load_checkpoint`` (weights_only=True):
-    the project checkpoint for float models, the ONNX file for ONNX Runtime models,
-    TorchScript for PyTorch INT8/half models."""
+    the project checkpoint for float models, the ONNX file for ONNX Runtime models, the
+    ExecuTorch program for ExecuTorch models, the torch.export program for PT2E models,
+    TorchScript for the other PyTorch INT8/half models."""
     import json
     from compress.zoo import ONNX_ZOO_KEY, LoadedModel, save_artifact
     folder = Path(folder)
@@ -214,6 +215,10 @@ def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path
     if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         return save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained),
                              folder / "model.pt", meta=meta)
+    for attr, name in (("pte", "model.pte"), ("pt2", "model.pt2")):
+        if getattr(model, attr, None) is not None:
+            (folder / name).write_bytes(getattr(model, attr))
+            return folder / name
     onnx_bytes = getattr(model, "onnx", None)
     if onnx_bytes is not None:
         import onnx
@@ -255,7 +260,9 @@ def point_of_run(run) -> Point:
         after = run.after or {}
         model = QuantizedModel(lm.model, q.mode, after.get("runtime") or q.mode, len(data), _gzip_len(data),
                                torch.device("cpu"), notes=[f"loaded from run {run.id}"],
-                               onnx=data if path.endswith(".onnx") else None)
+                               onnx=data if path.endswith(".onnx") else None,
+                               pte=data if path.endswith(".pte") else None,
+                               pt2=data if path.endswith(".pt2") else None)
     from compress.report import point_label
     return Point(recipe, model, run.id, point_label(recipe))
 
@@ -539,7 +546,8 @@ def _quantize(ctx: _Context, recipe: Recipe, model, steps: list, raw: dict, devi
     q = quantize(model, qc, ctx.spec.input_size, sets.scoring_batches(qc.calibration) if sets else None,
                  device or ctx.device, on_progress=ctx.stage(f"quantize {qc.mode}"), train_batches=train,
                  cancel=ctx.cancel)
-    n_cal = min(qc.calibration, sets.pool_size) if sets and qc.mode in ("static", "ort-int8") else 0
+    from compress.quantize import MODES
+    n_cal = min(qc.calibration, sets.pool_size) if sets and MODES[qc.mode].calibrates else 0
     raw["quantize"] = q
     steps.append({"step": "quantize", "config": asdict(qc), "seconds": round(time.perf_counter() - t0, 3),
                   "report": {"runtime": q.runtime, "size_bytes": q.size_bytes, "notes": q.notes,

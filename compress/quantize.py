@@ -77,6 +77,7 @@ class QuantizedModel:
     onnx: Optional[bytes] = None        # the ONNX file, for ORT modes
     ort_variant: Optional["OrtVariant"] = None   # ONNX Runtime INT8: the settings chosen
     pte: Optional[bytes] = None         # the ExecuTorch program, for ExecuTorch modes
+    pt2: Optional[bytes] = None         # the torch.export program (.pt2), for pt2e
 
 
 def validate(model: nn.Module, cfg: QuantConfig, device: Optional[torch.device] = None) -> None:
@@ -457,6 +458,98 @@ def _onnx_nodes_for(path, layer_names: tuple[str, ...]) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ PyTorch 2 export quantization (x86)
+
+class InductorModel(nn.Module):
+    """A PT2E-quantized graph compiled by TorchInductor with freezing, which lowers its
+    quantize/dequantize patterns to oneDNN INT8 kernels (without freezing the graph runs
+    reference ops in float). The graph has a fixed batch of 1, so a batch runs image by
+    image, and it is compiled on the first call (tens of seconds; once per model)."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph_module = graph
+        object.__setattr__(self, "_compiled", None)     # not a submodule: eval()/copies skip it
+
+    def forward(self, x):
+        import torch._inductor.config as inductor
+        with inductor.patch(freezing=True), torch.no_grad():
+            if self._compiled is None:
+                object.__setattr__(self, "_compiled", torch.compile(self.graph_module))
+            x = x.detach().cpu().float()
+            return torch.cat([self._compiled(x[i:i + 1]) for i in range(len(x))])
+
+    def __deepcopy__(self, memo):
+        return InductorModel(copy.deepcopy(self.graph_module, memo))
+
+
+def _drop_unused_tensors(graph: torch.fx.GraphModule) -> None:
+    """Delete the parameters and buffers no node reads: after ``convert_pt2e`` the graph
+    reads INT8 copies of the weights, and the float originals would otherwise be saved too
+    (5x the bytes)."""
+    used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(graph.named_parameters()) + list(graph.named_buffers()):
+        if name not in used:
+            parent, _, leaf = name.rpartition(".")
+            owner = graph.get_submodule(parent) if parent else graph
+            owner._parameters.pop(leaf, None)
+            owner._buffers.pop(leaf, None)
+
+
+def _pt2e(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
+    """PyTorch 2 export quantization for x86: ``torch.export`` (strict, so a ReLU module
+    called twice per block is two partitions), torchao's ``X86InductorQuantizer``
+    (per-channel 8-bit weights, histogram-calibrated 8-bit activations; 7-bit activations
+    on a CPU without VNNI, as torch.ao does), ``convert_pt2e``, then TorchInductor. This is
+    the path that replaces torch.ao's FX quantization (``static``), which PyTorch has
+    deprecated. If any of it fails (no C++ compiler for Inductor, an untraceable model) the
+    FX path runs instead and the notes say why."""
+    import time as _time
+    t0 = _time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+            from torchao.quantization.pt2e import allow_exported_model_train_eval
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            work, _ = standard_convs(model, input_size)
+            example = (torch.zeros(1, *input_size),)
+            graph = torch.export.export(work, example, strict=True).module()
+            quantizer = xiq.X86InductorQuantizer().set_global(
+                xiq.get_default_x86_inductor_quantization_config(reduce_range=not cpu_has_vnni()))
+            for n in cfg.keep_float:
+                quantizer.set_module_name_qconfig(n, None)
+            prepared = prepare_pt2e(graph, quantizer)
+            n_cal, done = sum(len(x) for x in calib), 0
+            with torch.no_grad():
+                for x in calib:
+                    for i in range(len(x)):
+                        prepared(x[i:i + 1])
+                    done += len(x)
+                    emit(on_progress, "calibrate", 0.8 * done / n_cal, f"calibrated on {done}/{n_cal} images")
+            converted = convert_pt2e(prepared)
+            _drop_unused_tensors(converted)
+            allow_exported_model_train_eval(converted)
+            buf = io.BytesIO()
+            torch.export.save(torch.export.export(converted, example), buf)
+            data = buf.getvalue()
+            emit(on_progress, "compile", 0.85, "compiling with TorchInductor (once per model)")
+            compiled = InductorModel(converted)
+            compiled(example[0])
+    except Exception as e:  # noqa: BLE001 - fall back to FX, and say why
+        from dataclasses import replace
+        q = _static_torch(model, replace(cfg, mode="static"), input_size, calib, on_progress)
+        q.notes.insert(0, f"PyTorch 2 export quantization failed ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else ''}); torch.ao FX static INT8 was used.")
+        return q
+    notes = [f"PyTorch 2 export quantization (X86InductorQuantizer), compiled by TorchInductor: "
+             f"{_time.perf_counter() - t0:.0f} s including calibration; batch 1 graph"]
+    if cfg.keep_float:
+        notes.append(f"{len(cfg.keep_float)} layer(s) kept in float")
+    return QuantizedModel(compiled, "pt2e", "PyTorch INT8 (PT2E, Inductor)", len(data), _gzip_len(data),
+                          torch.device("cpu"), notes, pt2=data)
+
+
 # ------------------------------------------------------------------ ExecuTorch (PT2E + XNNPACK)
 
 class ExecuTorchModel(nn.Module):
@@ -679,16 +772,20 @@ class QuantMode:
     float_twin: Optional[str] = None   # the FP32 mode in the same runtime: the fair baseline for speed
 
 
-INT8_MODES = ("static", "ort-int8", "qat", "et-int8")     # the modes that round weights and activations to 8 bits
+INT8_MODES = ("static", "pt2e", "ort-int8", "qat", "et-int8")     # the modes that round weights and activations to 8 bits
 _CPU_ONLY = "runs on the CPU; choose fp16 or bf16 for the GPU."
 MODES: dict[str, QuantMode] = {m.name: m for m in (
     QuantMode("dynamic", "Dynamic INT8: only fully-connected weights become 8-bit. Does little for "
               "image CNNs, whose work is in convolutions.", False, False, ("cpu",), f"dynamic {_CPU_ONLY}",
               lambda m, c, i, cal, d, p, t, x: _dynamic_torch(m, c)),
-    QuantMode("static", "Static INT8 (PyTorch): weights and activations in 8-bit, with ranges learned "
-              "from a few real photos. 4× smaller; several times faster for ResNet-style networks, but "
-              "not for every network (the measurement tells).", True, False, ("cpu",), f"static {_CPU_ONLY}",
-              lambda m, c, i, cal, d, p, t, x: _static_torch(m, c, i, cal, p)),
+    QuantMode("pt2e", "PyTorch 2 INT8 (PT2E + TorchInductor): weights and activations in 8-bit, ranges "
+              "learned from a few real photos, compiled for x86. PyTorch's current INT8 path; compiling "
+              "takes tens of seconds once.", True, False, ("cpu",), f"pt2e {_CPU_ONLY}",
+              lambda m, c, i, cal, d, p, t, x: _pt2e(m, c, i, cal, p)),
+    QuantMode("static", "Static INT8 (PyTorch torch.ao FX, deprecated by PyTorch): weights and activations "
+              "in 8-bit, ranges learned from a few real photos. Fast for ResNet-style networks, slow and "
+              "inaccurate for depthwise ones. qnnpack (ARM) kernels are here.", True, False, ("cpu",),
+              f"static {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _static_torch(m, c, i, cal, p)),
     QuantMode("ort-fp32", "ONNX Runtime FP32: the same float model in a faster inference engine. Not a "
               "quantization: the fair float baseline for ONNX Runtime INT8.", False, False, ("cpu",),
               f"ort-fp32 {_CPU_ONLY}", lambda m, c, i, cal, d, p, t, x: _ort(m, c, i, cal, p)),

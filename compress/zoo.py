@@ -454,6 +454,8 @@ def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
         raise _unreadable(p)
     if p.suffix.lower() == ".onnx":
         return _load_onnx(p, like, num_classes)
+    if p.suffix.lower() in (".pte", ".pt2"):
+        return _load_program(p, like, arch, num_classes)
     if _is_torchscript(p):
         try:
             model = torch.jit.load(str(p), map_location="cpu")
@@ -584,6 +586,33 @@ def _load_onnx(p: Path, like: Optional[str], num_classes: Optional[int]) -> Load
         spec = ZOO[like]
     else:
         spec = _spec_for(like, None, num_classes or n)
+    return LoadedModel(model.eval(), spec, str(p))
+
+
+def _load_program(p: Path, like: Optional[str], arch: Optional[str], num_classes: Optional[int]) -> LoadedModel:
+    """An ExecuTorch program (.pte, run by the ExecuTorch runtime) or a torch.export program
+    (.pt2, e.g. a run's PT2E INT8 model, compiled by TorchInductor on first use). A .pt2 is
+    opened only if every tensor file inside it loads with ``weights_only=True``:
+    ``torch.export.load`` would otherwise fall back to full unpickling."""
+    import zipfile
+    from compress.quantize import ExecuTorchModel, InductorModel
+    try:
+        if p.suffix.lower() == ".pte":
+            model = ExecuTorchModel(p.read_bytes())
+        else:
+            import io as _io
+            with zipfile.ZipFile(p) as z:
+                for name in z.namelist():
+                    if name.endswith(".pt"):
+                        torch.load(_io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
+            from torchao.quantization.pt2e import allow_exported_model_train_eval
+            graph = torch.export.load(str(p)).module()
+            allow_exported_model_train_eval(graph)
+            model = InductorModel(graph)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is "not readable"
+        raise CheckpointError(f"{p.name} is not a readable {'ExecuTorch' if p.suffix == '.pte' else 'torch.export'} "
+                              f"program ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}).") from None
+    spec = _spec_for(like, arch, num_classes)
     return LoadedModel(model.eval(), spec, str(p))
 
 

@@ -74,7 +74,7 @@ def test_cancel_then_resume_reuses_the_history_and_returns_a_valid_frontier(base
 
 def test_bad_settings_are_messages():
     with pytest.raises(auto.AutoError, match="not searched yet"):
-        auto.validate(auto.AutoConfig(runtime="executorch"))
+        auto.validate(auto.AutoConfig(runtime="tflite"))
     with pytest.raises(auto.AutoError, match="Unknown objective"):
         auto.validate(auto.AutoConfig(objective="energy"))
     r = run_cli("auto", "--data", "none")

@@ -39,7 +39,7 @@ if not base.data.path:
 c = st.columns([2, 1, 1, 1])
 drop = c[0].slider("How many points of top-1 may it lose?", 0.0, 5.0, 1.0, 0.25, key="ex_drop")
 runtime = c[1].radio("Runs in", list(auto.RUNTIMES), key="ex_runtime",
-                     format_func={"ort": "ONNX Runtime", "torch": "PyTorch"}.get)
+                     format_func={"ort": "ONNX Runtime", "torch": "PyTorch", "executorch": "ExecuTorch"}.get)
 objective = c[2].radio("Aim for", list(auto.OBJECTIVES), key="ex_objective",
                        format_func={"latency": "speed", "size": "size"}.get)
 minutes = c[3].number_input("Time budget (min)", 1, 600, 30, key="ex_minutes")

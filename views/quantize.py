@@ -46,7 +46,7 @@ with left:
     # the FP32 modes of other runtimes are measured as baselines, not chosen
     twins = {Q.MODES[m].float_twin for m in Q.MODES} - {None}
     modes = st.multiselect("Modes to measure", [m for m in Q.MODES if m not in twins],
-                           default=["static", "ort-int8"], key="q_modes",
+                           default=["pt2e", "ort-int8"], key="q_modes",
                            help="Each is compared with PyTorch FP32 and with FP32 in its own runtime "
                                 "(ONNX Runtime FP32, ExecuTorch FP32).")
     for m in modes:
@@ -96,7 +96,7 @@ if any(Q.MODES[m].trains for m in modes):
                                     key="q_train_limit", help="A fixed random subset (by the sidebar's seed).")
     st.caption("Training runs on the CPU and can take minutes; the progress bar follows every step.")
 
-cfg = Q.QuantConfig(mode="static", backend=backend, calibration=calib, observer=observer, equalize=equalize,
+cfg = Q.QuantConfig(mode="pt2e", backend=backend, calibration=calib, observer=observer, equalize=equalize,
                     keep_float=tuple(keep),
                     keep_worst=int(keep_worst), keep_rank=keep_rank, qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
 
