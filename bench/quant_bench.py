@@ -9,7 +9,8 @@ For each model: PyTorch eager FP32, ONNX Runtime FP32, ONNX Runtime INT8 with ea
 settings (8-bit or 7-bit weights, min/max or percentile ranges) and the automatic choice,
 ONNX Runtime INT8 after cross-layer equalization, ONNX Runtime INT8 with 2 layers kept in
 float ranked by measured agreement, ExecuTorch FP32 and INT8 (PT2E with XNNPACKQuantizer,
-lowered to XNNPACK), and PyTorch static INT8 (x86, FX). Speed-ups are given against
+lowered to XNNPACK), PyTorch INT8 through PT2E (X86InductorQuantizer, compiled by
+TorchInductor) and through torch.ao FX (deprecated). Speed-ups are given against
 PyTorch FP32 and against FP32 in the same runtime (ORT rows against ORT FP32, ExecuTorch
 rows against ExecuTorch FP32, PyTorch rows against PyTorch FP32), all from the per-round
 ratios of the one loop.
@@ -58,8 +59,9 @@ def bench(title: str, model, spec, sets, runs: int, with_accuracy: bool, full: b
                  Q.QuantConfig(mode="ort-int8", keep_worst=2, keep_rank="accuracy")),
                 ("ExecuTorch FP32", Q.QuantConfig(mode="et-fp32")),
                 ("ExecuTorch INT8 (PT2E)", Q.QuantConfig(mode="et-int8")),
-                ("PyTorch static INT8", Q.QuantConfig(mode="static")),
-                ("PyTorch static INT8 + CLE", Q.QuantConfig(mode="static", equalize=True))]
+                ("PyTorch INT8, PT2E + Inductor", Q.QuantConfig(mode="pt2e")),
+                ("PyTorch INT8, torch.ao FX", Q.QuantConfig(mode="static")),
+                ("PyTorch INT8, torch.ao FX + CLE", Q.QuantConfig(mode="static", equalize=True))]
     rows = [("PyTorch FP32", "PyTorch eager FP32", model, _bytes(model), [])]
     for label, cfg in configs:
         t0 = time.perf_counter()

@@ -132,7 +132,7 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
         quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
                             equalize=a.equalize,
                             keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
-                            keep_rank=a.keep_rank, weight_bits=a.weight_bits,
+                            keep_rank=a.keep_rank, weight_bits=0 if a.weight_bits == "auto" else int(a.weight_bits),
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
     return Recipe(
         model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
@@ -567,8 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--keep-rank", default="sqnr", choices=list(KEEP_RANKS),
                     help="sqnr: simulated 8-bit error (fast); accuracy: quantize with each candidate in "
                          "float and keep those that raise agreement with FP32 most (slower, measured)")
-    ru.add_argument("--weight-bits", type=int, default=0, choices=[0, 7, 8],
-                    help="ONNX Runtime INT8 weights: 0 chooses per CPU (with VNNI 8-bit; without, "
+    ru.add_argument("--weight-bits", default="auto", choices=["auto", "8", "7"],
+                    help="ONNX Runtime INT8 weights: auto chooses per CPU (with VNNI 8-bit; without, "
                          "8-bit and 7-bit are both tried and the closer to FP32 kept)")
     ru.add_argument("--qat-epochs", type=_num("qat_epochs"), default=1)
     ru.add_argument("--qat-lr", type=_num("lr"), default=1e-4)

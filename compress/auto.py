@@ -22,6 +22,7 @@ no other point beats on both accuracy and the objective.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
@@ -127,18 +128,26 @@ def _drop(before: dict, after: dict) -> tuple[float, float]:
     return b["top1"] - a["top1"], (a["ci95"][1] - a["ci95"][0]) / 2
 
 
-def _find(history, recipe: Recipe) -> Optional[dict]:
-    """A finished run of exactly this recipe in the history (resume)."""
+def _history_index(history) -> dict[str, dict]:
+    """Finished runs of the history by their recipe (normalised JSON), newest first wins:
+    what lets a search resume, and a second visit open without measuring."""
+    out: dict[str, dict] = {}
     if history is None:
-        return None
+        return out
     for r in history.runs(status="done"):
+        if not r.after:
+            continue
         try:
-            same = Recipe.from_dict(r.recipe, check=False) == recipe     # JSON lists vs tuples
+            k = json.dumps(Recipe.from_dict(r.recipe, check=False).to_dict(), sort_keys=True)
         except Exception:  # noqa: BLE001 - a row from another version: not a match
-            same = False
-        if same and r.after:
-            return {"run_id": r.id, "recipe": r.recipe, "before": r.before, "after": r.after}
-    return None
+            continue
+        out.setdefault(k, {"run_id": r.id, "recipe": r.recipe, "before": r.before, "after": r.after})
+    return out
+
+
+def _find(index: dict[str, dict], recipe: Recipe) -> Optional[dict]:
+    """A finished run of exactly this recipe in the history (resume)."""
+    return index.get(json.dumps(recipe.to_dict(), sort_keys=True))
 
 
 def _point(res) -> dict:
@@ -162,9 +171,11 @@ def frontier(points: list[dict], objective: str) -> list[dict]:
 
 
 def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[OnProgress] = None,
-           cancel: Optional[Cancel] = None, loaded=None) -> AutoResult:
+           cancel: Optional[Cancel] = None, loaded=None, measure: bool = True) -> AutoResult:
     """Run the search for ``base``'s model on ``base``'s images (see the module docstring).
-    ``loaded``: the original model when the caller holds it already."""
+    ``loaded``: the original model when the caller holds it already. ``measure=False``
+    measures nothing: the result is built from the runs already in the history (a page
+    opens with the ladder of an earlier search at once)."""
     from compress import pipeline
     validate(cfg)
     if not base.data.path:
@@ -173,7 +184,9 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     t0 = time.perf_counter()
     deadline = t0 + 60 * cfg.budget_minutes
     cands = candidates(base, cfg)
-    loaded = loaded if loaded is not None else pipeline.load(base)
+    index = _history_index(history)
+    if measure:
+        loaded = loaded if loaded is not None else pipeline.load(base)
     screen_data = replace(base.data, limit=min(cfg.screen_images, base.data.limit or cfg.screen_images))
     screen_measure = MeasureRef(device=base.measure.device, runs=5, warmup=2, threads=base.measure.threads)
     durations: list[float] = []
@@ -181,8 +194,8 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     def run(recipe: Recipe, what: str, i: int, n: int) -> Optional[dict]:
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"autopilot cancelled before {what}")
-        found = _find(history, recipe)
-        if found is not None:
+        found = _find(index, recipe)
+        if found is not None or not measure:
             return found
         left = deadline - time.perf_counter()
         typical = (sum(durations) / len(durations)) if durations else 0.0
@@ -196,7 +209,9 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
         s = time.perf_counter()
         res = pipeline.run(recipe, history=history, source="auto", loaded=loaded, cancel=cancel)
         durations.append(time.perf_counter() - s)
-        return _point(res)
+        point = _point(res)
+        index[json.dumps(recipe.to_dict(), sort_keys=True)] = point
+        return point
 
     def screen(c: Candidate, i: int, n: int) -> bool:
         """Run ``c`` on the screening subset; True when it stays in the search."""
@@ -207,7 +222,8 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
             c.stage, c.why = "skipped", f"could not run: {e}"
             return False
         if p is None:
-            c.stage, c.why = "skipped", "the time budget was spent before screening it"
+            c.stage, c.why = "skipped", ("the time budget was spent before screening it" if measure
+                                         else "not measured yet")
             return False
         drop, half = _drop(p["before"], p["after"])
         c.stage = "screened"
@@ -249,7 +265,8 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
             c.why = f"could not run: {e}"
             continue
         if p is None:
-            c.why = "the time budget was spent before measuring it on all the images"
+            c.why = ("the time budget was spent before measuring it on all the images" if measure
+                     else "not measured on all the images yet")
             continue
         c.stage, c.run = "measured", p
     measured = [c for c in cands if c.stage == "measured"]

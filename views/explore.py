@@ -83,17 +83,27 @@ def live():
 if running:
     live()
     st.stop()
-if job is None:
-    st.caption(f"The search measures up to {len(auto.candidates(base, cfg))} candidates on your images (the "
-               "sidebar's data and limit) within the time budget. Runs already in the history with the same "
-               "settings are reused, so searching again is quick.")
-    st.stop()
-if job.status != "done":
+if job is not None and job.status != "done":
     (st.error if job.status == "failed" else st.warning)(job.error or job.status)
     st.caption("Runs measured so far stay in the history: pressing the button again goes on from them.")
     st.stop()
-
-res: auto.AutoResult = job.result
+if job is None:
+    # a second visit: the ladder of an earlier search with these settings, from the history, at once
+    try:
+        res = auto.search(base, cfg, history=history(), measure=False)
+    except CompressError as e:
+        st.error(str(e))
+        st.stop()
+    if not res.frontier:
+        st.caption(f"The search measures up to {len(auto.candidates(base, cfg))} candidates on your images (the "
+                   "sidebar's data and limit) within the time budget. Runs already in the history with the same "
+                   "settings are reused, so searching again is quick.")
+        st.stop()
+    done = sum(c.stage == "measured" for c in res.candidates)
+    st.info(f"From the history: {done} model(s) measured by an earlier search with these settings. Press "
+            "*Find the models* to measure the rest.")
+else:
+    res: auto.AutoResult = job.result
 ladder = list(res.frontier)            # most accurate first
 if not ladder:
     st.warning("No candidate was measured on all the images within the time budget. Give it more time.")
