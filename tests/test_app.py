@@ -454,7 +454,6 @@ def test_explore_finds_a_ladder_in_the_background_and_the_slider_moves_along_it(
     job = workspace_of(at).job
     assert job is not None and job.name == "explore"
     assert at.multiselect(key="ex_ratios").value == [0.5] and at.radio(key="ex_objective").value == "size"
-    assert job is not None and job.name == "explore"
     end = time.time() + 600
     while job.running and time.time() < end:
         time.sleep(1.0)
