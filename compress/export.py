@@ -180,9 +180,11 @@ def export(model, fmt: str, path: Path, input_size: tuple[int, int, int], batche
 def _executorch_runner(path: Path) -> Callable:
     """A callable that runs the .pte one image at a time in the ExecuTorch runtime."""
     from executorch.runtime import Runtime
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    program = Runtime.get().load_program(str(path))       # kept alive by the closure below
+    method = program.load_method("forward")
 
     def run(x: torch.Tensor) -> torch.Tensor:
+        assert program is not None
         return torch.cat([method.execute([x[i:i + 1].contiguous()])[0] for i in range(len(x))])
     return run
 

@@ -560,7 +560,11 @@ class ExecuTorchModel(nn.Module):
     def __init__(self, pte: bytes):
         super().__init__()
         from executorch.runtime import Runtime
-        self.method = Runtime.get().load_program(pte).load_method("forward")
+        # the method reads the program's memory: both must live as long as it does (a
+        # dropped Program or buffer crashed the runtime with a segfault)
+        object.__setattr__(self, "_pte", bytes(pte))
+        object.__setattr__(self, "_program", Runtime.get().load_program(self._pte))
+        object.__setattr__(self, "method", self._program.load_method("forward"))
 
     def forward(self, x):
         x = x.detach().cpu().float()
