@@ -4,9 +4,13 @@ against a fresh `streamlit run`:
 1. first page: from opening the app's URL to the Model page's figures (MACs / image) on a
    fresh server, then on a second visit to the same server;
 2. Prune slider: from a key press on the channel-ratio slider (one step) to the estimate's
-   "Parameters (estimate)" figure showing the new value, repeated.
+   "Parameters (estimate)" figure showing the new value, repeated;
+3. Explore (with ``--explore``, on a fresh, private run history): the quick demo from its
+   click to the ladder; then the ladder slider, from an arrow key to the new Top-1 figure
+   and to the uploaded photo's new answer; then a second visit, from opening /explore to
+   the ladder (read from the history).
 
-    .venv/bin/python bench/ui_latency.py [--model resnet18_cifar10] [--moves 10]
+    .venv/bin/python bench/ui_latency.py [--moves 10] [--explore]
 
 Prints Markdown for docs/autopilot.md. The machine is shared and noisy: the median and the
 p90 over the moves are both printed, with the machine's load average.
@@ -34,11 +38,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = _port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
                              str(port), "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -53,9 +57,12 @@ def start_server() -> tuple[subprocess.Popen, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--moves", type=int, default=10)
+    ap.add_argument("--explore", action="store_true", help="also time the Explore page (runs the quick demo)")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
-    proc, url = start_server()
+    import tempfile
+    env = dict(os.environ, COMPRESSION_LAB_HISTORY=str(Path(tempfile.mkdtemp()) / "history.sqlite"))
+    proc, url = start_server(env)
     load0 = os.getloadavg()[0]
     try:
         with sync_playwright() as p:
@@ -97,6 +104,7 @@ def main() -> None:
                     page.wait_for_timeout(5)
                 times[how].append(time.perf_counter() - t0)
                 page.wait_for_timeout(400)
+            explore = time_explore(browser, url, a.moves) if a.explore else None
             browser.close()
     finally:
         proc.terminate()
@@ -110,8 +118,71 @@ def main() -> None:
         p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
         print(f"| Prune: {label} → new estimate on screen, median / p90 of {len(ms)} | "
               f"{statistics.median(ms):.0f} / {p90:.0f} ms |")
+    if explore:
+        print(f"| Explore: quick demo, click → ladder (fresh history; the search itself) | {explore['demo']:.0f} s |")
+        for what, label in (("metric", "Top-1 figure"), ("photo", "photo's answer")):
+            ms = sorted(1000 * t for t in explore[what])
+            p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+            print(f"| Explore: arrow key on the ladder → new {label}, median / p90 of {len(ms)} | "
+                  f"{statistics.median(ms):.0f} / {p90:.0f} ms |")
+        print(f"| Explore: second visit, /explore → ladder from the history | {explore['again']:.2f} s |")
     print(f"\nchromium {CHROMIUM}; {os.cpu_count()} CPUs; load average {load0:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def time_explore(browser, url: str, moves: int) -> dict:
+    from PIL import Image
+    from skimage import data
+    photo = Path(tempfile_dir()) / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(photo)
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url + "/explore")
+    page.get_by_role("button", name="Quick demo on the bundled sample").click()
+    t0 = time.perf_counter()
+    rung = page.locator("[data-testid=stSlider]").filter(has_text="From the most accurate")
+    rung.wait_for(timeout=1_800_000)
+    demo = time.perf_counter() - t0
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(photo))
+    answer = page.get_by_text("This model:")
+    answer.wait_for(timeout=120_000)
+    top1 = page.locator("[data-testid=stMetric]").filter(has_text="Top-1")
+    out = {"demo": demo, "metric": [], "photo": []}
+    handle = rung.get_by_role("slider")
+    n_left = 0
+    for i in range(moves):
+        before_m, before_a = top1.inner_text(), answer.inner_text()
+        handle.focus()
+        key = "ArrowLeft" if (i // 2) % 2 == 0 else "ArrowRight"     # back and forth along the ladder
+        t0 = time.perf_counter()
+        page.keyboard.press(key)
+        seen_m = seen_a = None
+        deadline = time.time() + 60
+        while (seen_m is None or seen_a is None) and time.time() < deadline:
+            now = time.perf_counter() - t0
+            if seen_m is None and top1.inner_text() != before_m:
+                seen_m = now
+            if seen_a is None and answer.count() and answer.inner_text() != before_a:
+                seen_a = now
+            page.wait_for_timeout(5)
+        if seen_m is not None:
+            out["metric"].append(seen_m)
+        if seen_a is not None:
+            out["photo"].append(seen_a)
+        n_left += 1
+        page.wait_for_timeout(400)
+    page.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    t0 = time.perf_counter()
+    page.goto(url + "/explore", wait_until="commit")       # opens with the last search's settings
+    page.locator("[data-testid=stSlider]").filter(has_text="From the most accurate").wait_for(timeout=120_000)
+    out["again"] = time.perf_counter() - t0
+    page.close()
+    return out
+
+
+def tempfile_dir() -> str:
+    import tempfile
+    return tempfile.mkdtemp()
 
 
 if __name__ == "__main__":

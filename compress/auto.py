@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -44,7 +45,7 @@ class AutoError(CompressError):
 class AutoConfig:
     max_drop: float = 1.0                     # points of top-1 the chosen model may lose
     objective: str = "latency"                # "latency": fastest; "size": fewest bytes
-    runtime: str = "ort"                      # "ort" or "torch"
+    runtime: str = "ort"                      # a key of RUNTIMES
     budget_minutes: float = 30.0
     screen_images: int = 300
     ratios: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65)
@@ -170,6 +171,43 @@ def frontier(points: list[dict], objective: str) -> list[dict]:
     return sorted(out, key=lambda p: -p["after"]["accuracy"]["top1"])
 
 
+def _settings_file(history):
+    return Path(history.path).with_name("autopilot-settings.json")
+
+
+def _settings_key(base: Recipe) -> str:
+    d = base.to_dict()
+    return json.dumps({"model": d.get("model"), "data": d.get("data")}, sort_keys=True, default=str)
+
+
+def remember(history, base: Recipe, cfg: AutoConfig) -> None:
+    """Keep ``cfg`` as the last search settings for ``base``'s model and images, beside the
+    history, so a later visit opens with the same settings, hence the same ladder."""
+    if history is None:
+        return
+    path = _settings_file(history)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    table[_settings_key(base)] = asdict(cfg)
+    try:
+        path.write_text(json.dumps(table))
+    except OSError:
+        pass                                   # a read-only folder: only the convenience is lost
+
+
+def remembered(history, base: Recipe) -> Optional[AutoConfig]:
+    """The last search settings used for ``base``'s model and images (None: none yet)."""
+    if history is None:
+        return None
+    try:
+        d = json.loads(_settings_file(history).read_text()).get(_settings_key(base))
+        return AutoConfig(**{**d, "ratios": tuple(d["ratios"])}) if d else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[OnProgress] = None,
            cancel: Optional[Cancel] = None, loaded=None, measure: bool = True) -> AutoResult:
     """Run the search for ``base``'s model on ``base``'s images (see the module docstring).
@@ -186,6 +224,7 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     cands = candidates(base, cfg)
     index = _history_index(history)
     if measure:
+        remember(history, base, cfg)
         loaded = loaded if loaded is not None else pipeline.load(base)
     screen_data = replace(base.data, limit=min(cfg.screen_images, base.data.limit or cfg.screen_images))
     screen_measure = MeasureRef(device=base.measure.device, runs=5, warmup=2, threads=base.measure.threads)

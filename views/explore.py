@@ -54,6 +54,14 @@ if sample is not None and Path(base.data.path).resolve() == sample.resolve():
               help="The smallest model within 2 points: one prune ratio (0.5) and ONNX Runtime INT8, screened "
                    "on 100 photos, within 10 minutes. "
                    "Everything is measured on this machine; a second visit opens the ladder at once.")
+if "ex_drop" not in st.session_state:
+    # a new visit opens with the last search's settings for this model and these images, so the
+    # ladder it measured appears at once (read from the history below)
+    last = auto.remembered(history(), base)
+    if last is not None:
+        st.session_state.update({"ex_drop": last.max_drop, "ex_runtime": last.runtime, "ex_objective": last.objective,
+                                 "ex_minutes": int(last.budget_minutes), "ex_ratios": list(last.ratios),
+                                 "ex_screen": last.screen_images})
 c = st.columns([2, 1, 1, 1])
 drop = c[0].slider("How many points of top-1 may it lose?", 0.0, 5.0, 1.0, 0.25, key="ex_drop")
 runtime = c[1].radio("Runs in", list(auto.RUNTIMES), key="ex_runtime",
