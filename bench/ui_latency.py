@@ -58,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--moves", type=int, default=10)
     ap.add_argument("--explore", action="store_true", help="also time the Explore page (runs the quick demo)")
+    ap.add_argument("--shots", default=None, help="save a screenshot of the Explore page in this folder")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
     import tempfile
@@ -104,7 +105,7 @@ def main() -> None:
                     page.wait_for_timeout(5)
                 times[how].append(time.perf_counter() - t0)
                 page.wait_for_timeout(400)
-            explore = time_explore(browser, url, a.moves) if a.explore else None
+            explore = time_explore(browser, url, a.moves, a.shots) if a.explore else None
             browser.close()
     finally:
         proc.terminate()
@@ -130,7 +131,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} after; {time.strftime('%Y-%m-%d %H:%M')}")
 
 
-def time_explore(browser, url: str, moves: int) -> dict:
+def time_explore(browser, url: str, moves: int, shots: str | None = None) -> dict:
     from PIL import Image
     from skimage import data
     photo = Path(tempfile_dir()) / "chelsea.png"
@@ -170,12 +171,16 @@ def time_explore(browser, url: str, moves: int) -> dict:
             out["photo"].append(seen_a)
         n_left += 1
         page.wait_for_timeout(400)
+    if shots:
+        page.screenshot(path=str(Path(shots) / "explore-demo.png"), full_page=True)
     page.close()
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     t0 = time.perf_counter()
     page.goto(url + "/explore", wait_until="commit")       # opens with the last search's settings
     page.locator("[data-testid=stSlider]").filter(has_text="From the most accurate").wait_for(timeout=120_000)
     out["again"] = time.perf_counter() - t0
+    if shots:
+        page.screenshot(path=str(Path(shots) / "explore-second-visit.png"), full_page=True)
     page.close()
     return out
 
