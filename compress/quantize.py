@@ -364,16 +364,24 @@ def _ort(model, cfg, input_size, calib, on_progress) -> QuantizedModel:
         exclude = _onnx_nodes_for(pre, cfg.keep_float)
         variants = ort_int8_variants(cfg.observer, cpu_has_vnni(), cfg.weight_bits)
         reference = logits(OrtModel(fp32), calib) if len(variants) > 1 else None
-        tried = []
+        tried, failed = [], []
         for i, v in enumerate(variants):
             emit(on_progress, "calibrate", 0.1 + 0.8 * i / len(variants),
                  f"ONNX Runtime INT8 ({v.label}) calibrating on {n_cal} images")
-            int8 = _ort_int8_once(pre, Path(tmp) / f"int8-{i}.onnx", calib, cfg, exclude, v)
+            try:
+                int8 = _ort_int8_once(pre, Path(tmp) / f"int8-{i}.onnx", calib, cfg, exclude, v)
+            except Exception as e:  # noqa: BLE001 - one variant failing leaves the others
+                failed.append(f"{v.label} failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+                continue
             score = None if reference is None else closeness(reference, logits(OrtModel(int8), calib))
             tried.append((v, int8, score))
+    if not tried:
+        raise QuantizeError("ONNX Runtime could not quantize this model: " + "; ".join(failed)
+                            + (". Choose min/max ranges (--observer minmax)." if cfg.observer == "histogram" else "."))
     # most top-1 answers shared with FP32 on the calibration photos; then the smaller error
     v, int8, score = min(tried, key=lambda t: (-t[2][0], t[2][1]) if t[2] else (0, 0))
     notes = [f"{len(cfg.keep_float)} layer(s) kept in float"] if cfg.keep_float else []
+    notes += failed
     if len(tried) > 1:
         notes.append(f"INT8 settings: {v.label}, chosen by agreement with FP32 on the {n_cal} calibration "
                      "photos (" + "; ".join(f"{t[0].label}: {100 * t[2][0]:.1f}% same top-1" for t in tried) + ")")

@@ -336,3 +336,23 @@ def test_pt2e_falls_back_to_fx_and_says_why(cifar, monkeypatch):
     q = quantize(model, QuantConfig(mode="pt2e", calibration=16), (3, 32, 32), sets.scoring)
     assert q.runtime == "PyTorch INT8 (x86)" and q.mode == "static"
     assert "PyTorch 2 export quantization failed (RuntimeError: InductorError: no C++ compiler" in q.notes[0]
+
+
+def test_an_ort_variant_that_fails_leaves_the_others_and_all_failing_is_a_message(cifar, monkeypatch):
+    """Percentile calibration raised 'Too many bins for data range' on an untrained
+    mobilenet_v3_large (bench/quant_bench.py): the automatic choice goes on without it."""
+    from compress import quantize as Q
+    real = Q._ort_int8_once
+
+    def percentile_breaks(pre, dst, calib, cfg, exclude, v):
+        if v.observer == "histogram":
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return real(pre, dst, calib, cfg, exclude, v)
+    monkeypatch.setattr(Q, "_ort_int8_once", percentile_breaks)
+    model, sets = cifar
+    q = quantize(model, QuantConfig(mode="ort-int8", calibration=16, weight_bits=8), (3, 32, 32), sets.scoring)
+    assert q.ort_variant.observer == "minmax"
+    assert any("percentile ranges failed (ValueError: Too many bins" in n for n in q.notes)
+    with pytest.raises(QuantizeError, match="could not quantize this model.*--observer minmax"):
+        quantize(model, QuantConfig(mode="ort-int8", calibration=16, observer="histogram", weight_bits=8),
+                 (3, 32, 32), sets.scoring)
