@@ -130,7 +130,7 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
     quant = None
     if a.quantize != "none":
         quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
-                            equalize=a.equalize,
+                            equalize=a.equalize, bias_correction=a.bias_correction,
                             keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
                             keep_rank=a.keep_rank, weight_bits=0 if a.weight_bits == "auto" else int(a.weight_bits),
                             qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
@@ -551,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--equalize", action="store_true",
                     help="cross-layer equalization before INT8: same float outputs, weight ranges that "
                          "quantize better (pairs joined by ReLU; ReLU6 pairs are left alone)")
+    ru.add_argument("--bias-correction", action="store_true",
+                    help="before INT8, take the mean output shift that 8-bit weights cause (measured on the "
+                         "calibration photos) out of each layer's bias")
     ru.add_argument("--keep-float", default=None, help="layers left in float, comma-separated")
     ru.add_argument("--finetune-epochs", type=_num("recover_epochs"), default=0, help="recover after pruning by fine-tuning")
     ru.add_argument("--distill-epochs", type=_num("recover_epochs"), default=0,

@@ -56,6 +56,7 @@ class QuantConfig:
     observer: str = "auto"              # "auto", "minmax" or "histogram"
     per_channel: bool = True
     equalize: bool = False              # cross-layer equalization first (compress/equalize.py)
+    bias_correction: bool = False       # cancel the mean output shift of 8-bit weights (equalize.py)
     keep_float: tuple[str, ...] = ()    # layer names left in float (mixed precision)
     keep_worst: int = 0                 # also keep K layers in float, ranked by keep_rank
     keep_rank: str = "sqnr"             # "sqnr" (simulated error, fast) or "accuracy" (measured)
@@ -696,6 +697,11 @@ def quantize(model: nn.Module, cfg: QuantConfig, input_size, calibration: Option
         from compress.equalize import equalize
         model, report = equalize(model)
         notes.append(report.summary())
+    if cfg.bias_correction and cfg.mode in INT8_MODES and calib is not None:
+        from compress.equalize import correct_bias
+        model, n = correct_bias(model, calib)
+        notes.append(f"bias correction on {n} layer(s): the mean output shift of 8-bit weights, measured on "
+                     f"{sum(len(x) for x in calib)} calibration photos, taken out of their biases")
     if cfg.keep_worst > 0 and cfg.mode in INT8_MODES:
         if calib is None:
             raise QuantizeError("Ranking layers by quantization error needs calibration images.")

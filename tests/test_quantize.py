@@ -1,4 +1,6 @@
 """Quantization: real INT8 models that agree with the float model, honest about what fails."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -356,3 +358,35 @@ def test_an_ort_variant_that_fails_leaves_the_others_and_all_failing_is_a_messag
     with pytest.raises(QuantizeError, match="could not quantize this model.*--observer minmax"):
         quantize(model, QuantConfig(mode="ort-int8", calibration=16, observer="histogram", weight_bits=8),
                  (3, 32, 32), sets.scoring)
+
+
+def test_bias_correction_cancels_the_mean_shift_of_8bit_weights():
+    from compress.equalize import correct_bias
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+        m[1].weight.uniform_(0.5, 2)
+    x = torch.rand(64, 3, 16, 16) + 0.5                       # inputs with a clear non-zero mean
+
+    def int8_weights(model):
+        """The model as INT8 runs it: BN folded into the conv, weights rounded per channel."""
+        q = copy.deepcopy(model)
+        conv, bn = q[0], q[1]
+        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w = conv.weight * s.view(-1, 1, 1, 1)
+        step = (w.abs().flatten(1).amax(1) / 127).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.round(w / step) * step / s.view(-1, 1, 1, 1))
+        return q
+
+    def first_layer_mean(model):
+        return model[1](model[0](x)).mean(dim=(0, 2, 3))
+    with torch.no_grad():
+        ref = first_layer_mean(m)
+        before = (first_layer_mean(int8_weights(m)) - ref).abs().mean()
+        fixed, n = correct_bias(m, [(x, None)])
+        after = (first_layer_mean(int8_weights(fixed)) - ref).abs().mean()
+    assert n == 2
+    assert after < 0.2 * before, (before, after)

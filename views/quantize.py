@@ -67,6 +67,9 @@ with right:
                            help="Rescales pairs of convolutions joined by a ReLU so each channel's weights "
                                 "use the 8-bit range evenly. The float model's answers do not change. Pairs "
                                 "joined by ReLU6 (MobileNet, EfficientNet-Lite) are left alone.")
+    bias_correction = st.checkbox("Bias correction", False, key="q_bias",
+                                  help="Rounding weights to 8 bits shifts each layer's average output; the shift "
+                                       "is measured on the calibration photos and taken out of the layer's bias.")
     layers = [n for n, m in source.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     keep = st.multiselect("Layers to keep in float (mixed precision)", layers, key="q_keep",
                           help="Layers that lose most in 8 bits can stay in float; see the error ranking below.")
@@ -97,6 +100,7 @@ if any(Q.MODES[m].trains for m in modes):
     st.caption("Training runs on the CPU and can take minutes; the progress bar follows every step.")
 
 cfg = Q.QuantConfig(mode="pt2e", backend=backend, calibration=calib, observer=observer, equalize=equalize,
+                    bias_correction=bias_correction,
                     keep_float=tuple(keep),
                     keep_worst=int(keep_worst), keep_rank=keep_rank, qat_epochs=int(qat_epochs), qat_lr=float(qat_lr))
 
