@@ -115,20 +115,23 @@ def main() -> None:
     print(f"| first page, fresh server: URL → Model page figures | {first[0]:.2f} s |")
     print(f"| first page, second visit | {first[1]:.2f} s |")
     for how, label in (("mouse", "slider released (mouse)"), ("keyboard", "arrow key on the slider")):
-        ms = sorted(1000 * t for t in times[how])
-        p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
-        print(f"| Prune: {label} → new estimate on screen, median / p90 of {len(ms)} | "
-              f"{statistics.median(ms):.0f} / {p90:.0f} ms |")
+        print(_row(f"Prune: {label} → new estimate on screen", times[how]))
     if explore:
         print(f"| Explore: quick demo, click → ladder (fresh history; the search itself) | {explore['demo']:.0f} s |")
         for what, label in (("metric", "Top-1 figure"), ("photo", "photo's answer")):
-            ms = sorted(1000 * t for t in explore[what])
-            p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
-            print(f"| Explore: arrow key on the ladder → new {label}, median / p90 of {len(ms)} | "
-                  f"{statistics.median(ms):.0f} / {p90:.0f} ms |")
+            print(_row(f"Explore: arrow key on the ladder → new {label}", explore[what]))
         print(f"| Explore: second visit, /explore → ladder from the history | {explore['again']:.2f} s |")
     print(f"\nchromium {CHROMIUM}; {os.cpu_count()} CPUs; load average {load0:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def _row(what: str, seconds: list[float]) -> str:
+    """A table row: the median and p90 of the timings, in ms."""
+    ms = sorted(1000 * t for t in seconds)
+    if not ms:
+        return f"| {what} | not seen within 60 s |"
+    p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+    return f"| {what}, median / p90 of {len(ms)} | {statistics.median(ms):.0f} / {p90:.0f} ms |"
 
 
 def time_explore(browser, url: str, moves: int, shots: str | None = None) -> dict:

@@ -222,18 +222,8 @@ def correct_bias(model: nn.Module, batches, bits: int = 8, max_images: int = 128
             acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
             acc[1] += x.shape[0] * x.shape[2] * x.shape[3]
         return run
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in convs.items()]
-    seen = 0
-    try:
-        for b in batches:
-            x = (b[0] if isinstance(b, (tuple, list)) else b)[: max_images - seen]
-            work(x)
-            seen += len(x)
-            if seen >= max_images:
-                break
-    finally:
-        for h in handles:
-            h.remove()
+    from compress.quantize import feed
+    seen = feed(work, batches, max_images, [m.register_forward_pre_hook(hook(n)) for n, m in convs.items()])
     if seen == 0:
         return work, 0
     qmax = 2 ** (bits - 1) - 1

@@ -874,6 +874,25 @@ class LayerError:
     params: int
 
 
+def feed(model: nn.Module, batches: Iterable, max_images: int, hooks: Iterable = ()) -> int:
+    """Run the first ``max_images`` images of ``batches`` (labels dropped) through ``model``
+    without gradients, for the ``hooks`` watching it, which are removed afterwards (even on
+    an error); returns how many images ran."""
+    seen = 0
+    try:
+        with torch.no_grad():
+            for b in batches:
+                x = (b[0] if isinstance(b, (tuple, list)) else b)[: max_images - seen]
+                model(x)
+                seen += len(x)
+                if seen >= max_images:
+                    break
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 def layer_sqnr(model: nn.Module, batches: Iterable, per_channel: bool = True,
                reduce_range: bool = True, max_images: int = 64) -> list[LayerError]:
     """Simulated INT8 error of every Conv2d/Linear, one layer at a time, on real images.
@@ -914,19 +933,7 @@ def layer_sqnr(model: nn.Module, batches: Iterable, per_channel: bool = True,
             power[name][0] += float(out.pow(2).sum())
             power[name][1] += float((out - yq).pow(2).sum())
         return run
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    seen = 0
-    try:
-        with torch.no_grad():
-            for b in batches:
-                x = (b[0] if isinstance(b, (tuple, list)) else b)[: max_images - seen]
-                work(x)
-                seen += len(x)
-                if seen >= max_images:
-                    break
-    finally:
-        for h in handles:
-            h.remove()
+    seen = feed(work, batches, max_images, [m.register_forward_hook(hook(n)) for n, m in layers])
     if seen == 0:
         raise QuantizeError("Per-layer quantization error needs real images: choose a dataset.")
     out = []
