@@ -275,9 +275,20 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
             return False
         return True
 
-    # 1. screening on a small subset
+    # 1. screening on a small subset, from the least pruned up; once every form of a ratio
+    # fails, the larger ratios are skipped (pruning more loses more), so the time goes to
+    # measuring the survivors on all the images
+    def ratio(c: Candidate) -> float:
+        return c.recipe.prune.ratio if c.recipe.prune is not None else 0.0
+    lost = None                                 # the smallest ratio that failed in every form
     for i, c in enumerate(cands):
+        if lost is not None and ratio(c) > lost:
+            c.stage, c.why = "skipped", f"prune {lost:g} already lost more than the budget in every form"
+            continue
         screen(c, i, len(cands))
+        group = [d for d in cands if ratio(d) == ratio(c)]
+        if c is group[-1] and ratio(c) > 0 and all(d.screen is not None and d.why for d in group):
+            lost = ratio(c)
     # 1b. short distillations of the prunes that failed, least pruned first (with training
     # photos), in the runtime's INT8 form; a ratio that fails even after distillation ends
     # this step, as a larger one would fail too

@@ -70,6 +70,14 @@ def test_cancel_then_resume_reuses_the_history_and_returns_a_valid_frontier(base
     out = json.loads(r.stdout)
     assert set(out) >= {"frontier", "chosen", "candidates"} and out["chosen"]["run_id"] == ch["run_id"]
     assert {"recipe", "before", "after"} <= set(out["chosen"])
+    # a ratio that failed screening in every form ends the screening of larger ones (read from
+    # the history here: measure=False runs nothing)
+    from dataclasses import replace
+    wider = auto.search(base, replace(CFG, ratios=(0.5, 0.65)), history=h, measure=False)
+    at_05 = [c for c in wider.candidates if c.recipe.prune is not None and c.recipe.prune.ratio == 0.5]
+    at_065 = [c for c in wider.candidates if c.recipe.prune is not None and c.recipe.prune.ratio == 0.65]
+    assert at_05 and all(c.screen is not None and c.why for c in at_05)   # 0.5 without training fails
+    assert at_065 and all(c.stage == "skipped" and "prune 0.5 already lost" in c.why for c in at_065)
 
 
 def test_bad_settings_are_messages():
