@@ -36,12 +36,12 @@ def table(name: str, data: str, limit, rows) -> None:
     print(f"Top-1 on {sets.n_eval} evaluation images ({data}, seed 0); unpruned: **{base.top1:.2f}%** "
           f"({base.ci95[0]:.1f}–{base.ci95[1]:.1f}). BN photos from the {sets.pool_size}-image scoring pool. "
           f"CPU, {torch.get_num_threads()} threads.\n")
-    print("| ratio | criterion | protected | × MACs | BN photos | top-1 (%) | 95% interval | BN seconds |")
-    print("|---|---|---|---|---|---|---|---|")
-    sets.scoring_batches(max(n for *_, bns in rows for n in bns))      # read the photos before timing
+    print("| ratio | criterion | scope | protected | × MACs | BN photos | top-1 (%) | vs unpruned | 95% interval | BN seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    sets.scoring_batches(max(n for row in rows for n in row[3]))      # read the photos before timing
     base_macs = count_macs(loaded.model, spec.input_size)
-    for ratio, crit, protected, bns in rows:
-        cfg = P.StructuredConfig(ratio=ratio, criterion=crit, protected=protected)
+    for ratio, crit, protected, bns, scope in rows:
+        cfg = P.StructuredConfig(ratio=ratio, criterion=crit, protected=protected, scope=scope)
         pruned, _ = P.prune_structured(loaded.model, cfg, spec.input_size, batches=sets.scoring_batches(64))
         macs = count_macs(pruned, spec.input_size) / base_macs
         for n in bns:
@@ -51,7 +51,8 @@ def table(name: str, data: str, limit, rows) -> None:
             acc = evaluate(m, sets.evaluation, CPU)
             label = ("default: " + _describe(P.default_protected(loaded.model)) if protected is None
                      else (", ".join(protected) or "none (output only)"))
-            print(f"| {ratio} | {crit} | {label} | ×{macs:.2f} | {used} | {acc.top1:.2f} | "
+            print(f"| {ratio} | {crit} | {scope} | {label} | ×{macs:.2f} | {used} | {acc.top1:.2f} | "
+                  f"{acc.top1 - base.top1:+.2f} | "
                   f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f} | {secs:.1f} |", flush=True)
     print()
 
@@ -66,12 +67,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cifar")
     ap.add_argument("--imagenet")
+    ap.add_argument("--levers", action="store_true",
+                    help="efficientnet_lite0 at ratio 0.1 only: every criterion, uniform and global scope, "
+                         "default protection (what the depthwise default was chosen from)")
     a = ap.parse_args()
     if a.cifar:
-        rows = [(r, "l1", prot, (0, 128, 512, 1024)) for r in (0.3, 0.5, 0.7) for prot in (None, ())]
+        rows = [(r, "l1", prot, (0, 128, 512, 1024), "uniform") for r in (0.3, 0.5, 0.7) for prot in (None, ())]
         table("resnet18_cifar10", a.cifar, 2000, rows)
-    if a.imagenet:
-        rows = [(r, c, prot, (0, 162)) for r in (0.1, 0.25, 0.5) for prot in (("_conv_stem",), None)
+    if a.imagenet and a.levers:
+        rows = [(0.1, c, None, (162,), scope) for scope in ("uniform", "global")
+                for c in ("taylor", "activation", "bn_scale", "l1", "l2", "fpgm")]
+        table("efficientnet_lite0", a.imagenet, None, rows)
+    elif a.imagenet:
+        rows = [(r, c, prot, (0, 162), "uniform") for r in (0.1, 0.25, 0.5) for prot in (("_conv_stem",), None)
                 for c in ("l1", "taylor")]
         table("efficientnet_lite0", a.imagenet, None, rows)
 

@@ -120,7 +120,8 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
         recover = RecoverConfig(method="distill" if a.distill_epochs else "finetune",
                                 epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
                                 temperature=a.distill_T, alpha=a.distill_alpha,
-                                teacher=a.teacher or "original", seed=a.seed)
+                                teacher=a.teacher or "original", seed=a.seed,
+                                attention=a.distill_attention, warmup_epochs=a.warmup_epochs)
         if prune is None and not allow_no_prune:
             raise CompressError("Recovery trains a pruned model: add --prune-ratio or --prune-layers.")
     unstructured = None
@@ -561,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--distill-T", type=_num("temperature"), default=4.0, help="distillation temperature")
     ru.add_argument("--distill-alpha", type=_num("alpha"), default=0.9,
                     help="weight of the teacher's term (1 = label-free: no labels needed)")
+    ru.add_argument("--distill-attention", type=_num("attention"), default=0.0,
+                    help="weight of attention transfer on the stage outputs (0 = off; 1000 in Zagoruyko & "
+                         "Komodakis); needs the original as the teacher")
+    ru.add_argument("--warmup-epochs", type=_num("warmup_epochs"), default=0.0,
+                    help="recovery: linear learning-rate warm-up before the cosine decay to zero")
     ru.add_argument("--teacher", default=None, help="zoo entry to distil from (default: the unpruned model)")
     ru.add_argument("--lr", type=_num("lr"), default=0.01, help="recovery learning rate (SGD, cosine)")
     ru.add_argument("--unfreeze", default="all", choices=["pruned", "all"],

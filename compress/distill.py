@@ -45,28 +45,116 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return alpha * kl + (1.0 - alpha) * ce
 
 
+def stage_ends(model: nn.Module, input_size) -> list[str]:
+    """Names of the blocks whose outputs end each spatial resolution of ``model``: for a
+    torchvision ResNet ``layer1`` … ``layer3`` (``layer4`` is 1×1 at 32×32 input and is
+    left out), for MobileNet/EfficientNet the last block at each resolution.
+
+    Blocks are the model's children and the children of its Sequential/ModuleList
+    children (``features.3``, ``_blocks.5``), so paddings and activations inside a block
+    are never chosen. One probe forward on zeros records each block's output size; for
+    every feature-map size larger than 1×1 the last block to return it is a stage end.
+    Pruning keeps module names, so the same names address the teacher and the student."""
+    blocks = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            blocks += [(f"{name}.{k}", c) for k, c in child.named_children()]
+        else:
+            blocks.append((name, child))
+    last: dict[tuple[int, int], str] = {}
+
+    def hook(name):
+        def f(_m, _i, out):
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
+                last.pop(tuple(out.shape[-2:]), None)
+                last[tuple(out.shape[-2:])] = name
+        return f
+    hooks = [m.register_forward_hook(hook(n)) for n, m in blocks]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            dev = next(model.parameters()).device
+            model(torch.zeros(1, *input_size, device=dev))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return list(last.values())
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Spatial attention of a feature map (Zagoruyko & Komodakis, ICLR 2017): the mean over
+    channels of the squared activations, flattened and L2-normalised per image. It does not
+    depend on the channel count, so a pruned student's map compares with its teacher's."""
+    import torch.nn.functional as F
+    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+
+
+class _StageRecorder:
+    """Forward hooks that keep the latest output of each named module."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        modules = dict(model.named_modules())
+        self.out: dict[str, torch.Tensor] = {}
+        self.hooks = [modules[n].register_forward_hook(self._keep(n)) for n in names]
+
+    def _keep(self, name):
+        def f(_m, _i, out):
+            self.out[name] = out
+        return f
+
+    def remove(self):
+        for h in self.hooks:
+            h.remove()
+
+
 def distill(student: nn.Module, teacher: nn.Module, train_batches: Iterable, cfg: TrainConfig,
-            device: torch.device, temperature: float = 4.0, alpha: float = 0.9, **fit_kwargs) -> TrainResult:
+            device: torch.device, temperature: float = 4.0, alpha: float = 0.9,
+            attention: float = 0.0, input_size=None, **fit_kwargs) -> TrainResult:
     """Train ``student`` in place to match a frozen ``teacher`` (eval mode, no gradients)
-    with :func:`kd_loss`; everything else is :func:`fit` (progress, cancel, checkpoints)."""
+    with :func:`kd_loss`; everything else is :func:`fit` (progress, cancel, checkpoints).
+
+    ``attention`` > 0 adds attention transfer on the stage outputs (:func:`stage_ends`,
+    found on ``input_size``): ``attention`` × Σ_stages mean((A_s − A_t)²) with A from
+    :func:`attention_map` (β = 1000 in the paper's setting)."""
     if temperature <= 0:
         raise DistillError(f"Temperature must be positive, not {temperature}.")
     if not 0.0 <= alpha <= 1.0:
         raise DistillError(f"α must be between 0 and 1, not {alpha}.")
+    if attention < 0:
+        raise DistillError(f"The attention-transfer weight must be 0 or more, not {attention}.")
     teacher = teacher.to(device).eval()
     flags = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():        # frozen while it teaches
         p.requires_grad_(False)
+    recorders: list[_StageRecorder] = []
+    if attention > 0:
+        if input_size is None:
+            raise DistillError("Attention transfer needs the model's input size.")
+        names = stage_ends(student, input_size)
+        missing = [n for n in names if n not in dict(teacher.named_modules())]
+        if not names or missing:
+            raise DistillError("Attention transfer needs a teacher with the student's layer names "
+                               "(the unpruned original); this teacher has a different structure.")
+        recorders = [_StageRecorder(student, names), _StageRecorder(teacher, names)]
 
     def loss_fn(logits, y, x):
         if alpha < 1.0 and not bool((y >= 0).any()):
             raise DistillError("These training images have no labels: use label-free mode (α = 1).")
         with torch.no_grad():
             t = teacher(x).float()
-        return kd_loss(logits.float(), t, y, temperature, alpha)
+        loss = kd_loss(logits.float(), t, y, temperature, alpha)
+        if recorders:
+            s_out, t_out = recorders[0].out, recorders[1].out
+            at = sum((attention_map(s_out[n]) - attention_map(t_out[n])).pow(2).mean() for n in s_out)
+            loss = loss + attention * at
+        return loss
     try:
         return fit(student, train_batches, cfg, device, loss_fn=loss_fn, **fit_kwargs)
     finally:                              # the teacher is often the caller's original model
+        for r in recorders:
+            r.remove()
         for p, flag in zip(teacher.parameters(), flags):
             p.requires_grad_(flag)
 
@@ -119,10 +207,13 @@ class RecoverConfig:
     alpha: float = 0.9               # 1.0 = label-free
     teacher: str = "original"        # "original" (the uncompressed model) or a zoo name
     seed: int = 0
+    attention: float = 0.0           # attention-transfer weight on the stage outputs (0 = off)
+    warmup_epochs: float = 0.0       # linear warm-up before the cosine decay to zero
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
-                           weight_decay=5e-4, schedule="cosine", warmup_epochs=0.0, seed=self.seed)
+                           weight_decay=5e-4, schedule="cosine", warmup_epochs=self.warmup_epochs,
+                           seed=self.seed)
 
 
 def validate_recover(cfg: RecoverConfig) -> None:
@@ -144,6 +235,13 @@ def validate_recover(cfg: RecoverConfig) -> None:
             raise DistillError(f"Temperature must be between 0.05 and 100, not {cfg.temperature}.")
         if not 0.0 <= cfg.alpha <= 1.0:
             raise DistillError(f"α must be between 0 and 1, not {cfg.alpha}.")
+        if not 0.0 <= cfg.attention <= 1e5:
+            raise DistillError(f"The attention-transfer weight must be between 0 and 100000, not {cfg.attention:g}.")
+        if cfg.attention and cfg.teacher != "original":
+            raise DistillError("Attention transfer compares the student's stage outputs with the "
+                               "unpruned original's: use the original as the teacher, or set the weight to 0.")
+    if not 0.0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise DistillError(f"Warm-up must be between 0 and the {cfg.epochs} epochs, not {cfg.warmup_epochs:g}.")
 
 
 def check_teacher(teacher_spec, student_spec) -> None:
@@ -209,7 +307,7 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
             device: torch.device, teacher: Optional[nn.Module] = None,
             val_batches: Optional[Iterable] = None, on_progress: Optional[OnProgress] = None,
             cancel: Optional[Cancel] = None, workdir: Optional[Path] = None,
-            resume: bool = False) -> tuple[nn.Module, TrainResult]:
+            resume: bool = False, input_size=None) -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``pruned`` back towards ``original``'s accuracy; returns the
     recovered model (CPU, eval mode, every parameter trainable again) and the history.
 
@@ -228,7 +326,7 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
     if cfg.method == "distill":
         res = distill(student, teacher if teacher is not None else original, train_batches,
                       cfg.train_config(), device, temperature=cfg.temperature,
-                      alpha=cfg.alpha, **kwargs)
+                      alpha=cfg.alpha, attention=cfg.attention, input_size=input_size, **kwargs)
     else:
         if not _has_labels(train_batches):
             raise DistillError("Fine-tuning needs labelled photos; these have no labels. Use "

@@ -42,6 +42,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "lr": (1e-6, 1.0, "learning rate"),
     "temperature": (0.05, 100.0, "distillation temperature"),
     "alpha": (0.0, 1.0, "weight of the teacher's term"),
+    "attention": (0.0, 100_000.0, "attention-transfer weight"),
+    "warmup_epochs": (0.0, 200.0, "warm-up epochs"),
     "max_drop": (0.0, 100.0, "points of top-1 the model may lose"),
     "budget_minutes": (0.1, 10_000.0, "minutes the search may take"),
     "screen_images": (10, 100_000, "images each candidate is screened on"),

@@ -501,7 +501,8 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
                                batch_size=recipe.recover.batch_size)
         model, res = recover(model, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
                              val_batches=sets.evaluation if sets else None,
-                             on_progress=ctx.stage("recover"), cancel=ctx.cancel)
+                             on_progress=ctx.stage("recover"), cancel=ctx.cancel,
+                             input_size=ctx.spec.input_size)
         step(recipe.recover.method, recipe.recover, t0,
              {"history": [asdict(h) for h in res.history], "train_images": len(train.dataset)}, res)
     if recipe.unstructured is not None and "unstructured" not in done:
@@ -529,7 +530,8 @@ def _recover_between(ctx: _Context, recipe: Recipe, teacher, histories: list):
     def after_step(work: nn.Module, k: int) -> None:
         new, res = recover(work, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
                            val_batches=sets.evaluation if sets else None,
-                           on_progress=ctx.stage(f"recover after prune step {k}"), cancel=ctx.cancel)
+                           on_progress=ctx.stage(f"recover after prune step {k}"), cancel=ctx.cancel,
+                           input_size=ctx.spec.input_size)
         work.load_state_dict(new.state_dict())
         histories.extend({**asdict(h), "prune_step": k, "train_images": len(train.dataset)} for h in res.history)
     return after_step

@@ -231,3 +231,68 @@ def test_empty_training_folder_is_a_message(tmp_path):
     (tmp_path / "photos").mkdir()
     with pytest.raises(DataError, match="No images"):
         D.open_training(tmp_path / "photos")
+
+
+def test_stage_ends_are_the_blocks_that_end_each_resolution():
+    from compress.distill import stage_ends
+    from torchvision.models import mobilenet_v3_small
+    resnet = build_architecture("resnet18", 10)
+    # 32x32: the stem's ReLU is 16x16, then each stage halves; layer4 is 1x1 and carries no map
+    assert stage_ends(resnet, (3, 32, 32)) == ["relu", "layer1.1", "layer2.1", "layer3.1"]
+    assert stage_ends(resnet, (3, 224, 224)) == ["relu", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    ends = stage_ends(mobilenet_v3_small(), (3, 224, 224))
+    assert all(e.startswith("features.") for e in ends) and len(ends) == 5     # 112, 56, 28, 14, 7
+
+
+def test_attention_map_ignores_the_channel_count_and_is_unit_length():
+    from compress.distill import attention_map
+    f = torch.randn(3, 16, 8, 8)
+    a = attention_map(f)
+    assert a.shape == (3, 64)
+    assert torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
+    # the same spatial energy spread over twice the channels gives the same map
+    assert torch.allclose(attention_map(torch.cat([f, f], 1)), a, atol=1e-6)
+
+
+def test_attention_transfer_pulls_the_stage_maps_towards_the_teacher(cifar_asset, tiny):
+    """Two distillations from the same pruned start, seed and images, one with attention
+    transfer: the one with it ends with stage attention maps closer to the teacher's,
+    measured through the same hooks the trainer uses; the hooks are removed afterwards."""
+    import copy
+    from compress.distill import _StageRecorder, attention_map, stage_ends
+    from compress.prune import StructuredConfig, prune_structured
+    from compress.zoo import load_model
+    teacher = load_model("resnet18_cifar10").model
+    start, _ = prune_structured(teacher, StructuredConfig(ratio=0.5, protected=("fc",)), (3, 32, 32))
+    x, y = tiny
+    names = stage_ends(start, (3, 32, 32))
+    batch = next(iter(D.TensorBatches(x, y, 192, SPEC.preprocess.mean, SPEC.preprocess.std)))[0]
+
+    def at_term(model):
+        recs = [_StageRecorder(model, names), _StageRecorder(teacher, names)]
+        with torch.no_grad():
+            model.eval()(batch)
+            teacher.eval()(batch)
+        s, t = recs[0].out, recs[1].out
+        for r in recs:
+            r.remove()
+        return float(sum((attention_map(s[n]) - attention_map(t[n])).pow(2).mean() for n in names))
+    terms = {}
+    for beta in (0.0, 200.0):
+        student = copy.deepcopy(start)
+        cfg = TrainConfig(epochs=3, lr=0.01, warmup_epochs=0.0, channels_last=False)
+        distill(student, teacher, _batches(x, y), cfg, torch.device("cpu"), temperature=2.0, alpha=0.5,
+                attention=beta, input_size=(3, 32, 32))
+        terms[beta] = at_term(student)
+        assert not any(m._forward_hooks for m in student.modules())
+    assert terms[200.0] < 0.8 * terms[0.0]
+    assert not any(m._forward_hooks for m in teacher.modules())
+
+
+def test_attention_transfer_needs_the_original_as_teacher():
+    from dataclasses import replace
+    from compress.distill import RecoverConfig, validate_recover
+    with pytest.raises(DistillError, match="original"):
+        validate_recover(replace(RecoverConfig(), attention=100.0, teacher="resnet18"))
+    with pytest.raises(DistillError, match="Warm-up"):
+        validate_recover(replace(RecoverConfig(), epochs=2, warmup_epochs=3.0))
