@@ -86,9 +86,12 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(env: dict | None = None, plain: bool = False) -> tuple[subprocess.Popen, str]:
+    """A fresh dashboard server, started as the README does (serve.py), or with ``plain``
+    by ``streamlit run app.py`` itself (no imports started ahead)."""
     port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+    launch = ["-m", "streamlit", "run", str(ROOT / "app.py")] if plain else [str(ROOT / "serve.py")]
+    proc = subprocess.Popen([sys.executable, *launch, "--server.port",
                              str(port), "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +114,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     import tempfile
     env = dict(os.environ, COMPRESSION_LAB_HISTORY=str(Path(tempfile.mkdtemp()) / "history.sqlite"))
+    plain_first = first_page_plain(env)
     proc, url = start_server(env)
     load0 = os.getloadavg()[0]
     try:
@@ -158,7 +162,8 @@ def main() -> None:
         proc.wait(timeout=30)
     print("| what | figure |")
     print("|---|---|")
-    print(f"| first page, fresh server: URL → Model page figures | {first[0]:.2f} s |")
+    print(f"| first page, fresh server (`streamlit run app.py`): URL → Model page figures | {plain_first:.2f} s |")
+    print(f"| first page, fresh server (`serve.py`, the README's): URL → Model page figures | {first[0]:.2f} s |")
     print(f"| first page, second visit | {first[1]:.2f} s |")
     for how, label in (("mouse", "slider released (mouse)"), ("keyboard", "arrow key on the slider")):
         print(_row(f"Prune: {label} → new estimate on screen", times[how]))
@@ -169,6 +174,27 @@ def main() -> None:
         print(f"| Explore: second visit, /explore → ladder from the history | {explore['again']:.2f} s |")
     print(f"\nchromium {CHROMIUM}; {os.cpu_count()} CPUs; load average {load0:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def first_page_plain(env: dict) -> float:
+    """Seconds from opening the URL to the Model page's figures on a fresh server started by
+    ``streamlit run app.py`` (for comparison with serve.py, in the same run)."""
+    from playwright.sync_api import sync_playwright
+    proc, url = start_server(env, plain=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t0 = time.perf_counter()
+            page.goto(url, wait_until="commit")
+            page.get_by_text("MACs / image").first.wait_for(timeout=120_000)
+            secs = time.perf_counter() - t0
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return secs
 
 
 def _row(what: str, seconds: list[float]) -> str:

@@ -254,6 +254,8 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     at.number_input(key="kd_limit").set_value(128).run()
     at.number_input(key="kd_epochs").set_value(2).run()
     at.select_slider(key="kd_batch").set_value(32).run()
+    at.select_slider(key="kd_attention").set_value(50.0).run()
+    at.number_input(key="kd_warmup").set_value(0.5).run()
     estimate = [i.value for i in at.info if "Estimated time" in i.value]
     assert estimate and "2 epoch(s) of 4 steps over 128 photos" in estimate[0]
     at.button(key="kd_start").click().run()
@@ -270,6 +272,8 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     assert list(history.index) == [1, 2]
     assert all(isinstance(v, float) and 0 <= v <= 100 for v in history["validation top-1 %"])
     assert "distilled 2 epoch(s)" in current_point(at).label
+    rec = current_point(at).recipe.recover
+    assert (rec.attention, rec.warmup_epochs) == (50.0, 0.5)        # the page's settings reached the run
     job = workspace_of(at).job
     assert [e.metrics["epoch"] for e in job.events if e.stage == "epoch"] == [1, 2]
     assert any(c.key == "kd_download" for c in at.get("download_button"))

@@ -1,4 +1,5 @@
-"""One real-browser test: Debian's chromium, driven by Playwright, against `streamlit run`."""
+"""One real-browser test: Debian's chromium, driven by Playwright, against the dashboard started by
+`serve.py` (`streamlit run app.py`), as the README starts it."""
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ def server():
     from conftest import CIFAR_TAR
     if CIFAR_TAR.is_file():                  # the sidebar's default images: accuracy and calibration
         env["COMPRESSION_LAB_DATA"] = str(CIFAR_TAR)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+    # started as the README's scripts/app.sh starts it: serve.py (streamlit run app.py with the
+    # engine's imports begun while the server comes up)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "serve.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -46,7 +46,8 @@ running = job is not None and job.running
 KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": "original", "kd_T": 4.0, "kd_alpha": 0.9,
                "kd_unfreeze": list(K.UNFREEZE)[1], "kd_epochs": 3, "kd_lr": 0.01, "kd_batch": 64,
                # the sidebar's own path, not the bundled sample (it has no training split)
-               "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000}
+               "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000,
+               "kd_attention": 0.0, "kd_warmup": 0.0}
 for k, default in KD_DEFAULTS.items():
     st.session_state[k] = st.session_state.get(k, default)
 # A quantized pruned model is recovered through the float model it was made from (kept in the
@@ -157,18 +158,30 @@ if not running and student_ok:
                        "teacher's top class but how close the others came (a cat that looks a bit "
                        f"like a dog). {100 * alpha:.0f}% of the lesson comes from the teacher, "
                        f"{100 * (1 - alpha):.0f}% from the labels.")
+            attention = 0.0
+            if teacher == "original":
+                attention = st.select_slider(
+                    "Attention transfer", [0.0, 10.0, 50.0, 200.0, 1000.0], key="kd_attention",
+                    format_func=lambda v: "off" if v == 0 else f"weight {v:g}",
+                    help="Also copy where in the image each stage of the original looks (its "
+                         "spatial attention maps; Zagoruyko & Komodakis 2017). Measured on "
+                         "resnet18_cifar10 in docs/distillation.md.")
         else:
-            teacher, temperature, alpha = None, 4.0, 0.0
+            teacher, temperature, alpha, attention = None, 4.0, 0.0, 0.0
         unfreeze = st.radio("Train", list(K.UNFREEZE), key="kd_unfreeze", horizontal=True,
                             format_func=K.UNFREEZE.get,
                             help="Training only what pruning changed is faster per step and keeps "
                                  "the rest of the original's weights exactly.")
     with right:
         epochs = st.number_input("Epochs", 1, 200, key="kd_epochs")
-        lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1],
+        lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1],
                               key="kd_lr", format_func=lambda v: f"{v:g}",
                               help="SGD with momentum and a cosine schedule. 0.01 suits every "
                                    "layer; the tutorial's selective fine-tuning uses 1e-4.")
+        warmup = st.number_input("Warm-up epochs", 0.0, 200.0, step=0.25, key="kd_warmup",
+                                 help="The learning rate rises linearly from 0 over these epochs, then "
+                                      "follows the cosine schedule to 0. Helps with a high rate. "
+                                      "At most the number of epochs.")
         batch = st.select_slider("Batch size", [8, 16, 32, 64, 128, 256], key="kd_batch",
                                  help="Images per step. Smaller needs less memory.")
         path = st.text_input("Training photos", key="kd_train_path",
@@ -196,7 +209,8 @@ if not running and student_ok:
             alpha = 1.0
     rcfg = K.RecoverConfig(method=method, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
                            unfreeze=unfreeze, temperature=float(temperature), alpha=float(alpha),
-                           teacher=teacher or "original", seed=data_settings()[2])
+                           teacher=teacher or "original", seed=data_settings()[2],
+                           attention=float(attention), warmup_epochs=min(float(warmup), float(epochs)))
     if images is not None:
         try:
             n_train = len(images) if not limit else min(limit, len(images))
