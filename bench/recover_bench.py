@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--methods", default="finetune,distill", help="comma-separated: finetune, distill")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds; the mean is reported")
     ap.add_argument("--protect", default="fc", help="layers kept whole, comma-separated ('conv1,fc' = stem too)")
+    ap.add_argument("--criterion", default="l1", help="channel importance (compress.prune.CRITERIA)")
+    ap.add_argument("--scope", default="uniform", help="uniform or global")
     ap.add_argument("--bn-images", type=int, default=512,
                     help="training photos BatchNorm statistics are re-estimated on after pruning (0 = off)")
     ap.add_argument("--epochs", type=int, default=5)
@@ -78,7 +81,7 @@ def main() -> None:
     base_acc = evaluate(loaded.model, test_b, device)
     base_macs = count_macs(loaded.model, size)
     print("## Recovering accuracy after pruning\n")
-    print(f"resnet18_cifar10, protected: {', '.join(protect) or 'nothing'}; BatchNorm re-estimated on "
+    print(f"resnet18_cifar10, {a.criterion} criterion, {a.scope} scope, protected: {', '.join(protect) or 'nothing'}; BatchNorm re-estimated on "
           f"{a.bn_images} training photos after pruning; {len(xtr):,} CIFAR-10 training images (crop+flip "
           f"augmentation), {a.epochs} epochs, SGD (momentum 0.9, nesterov) lr {a.lr}, warm-up {a.warmup:g} "
           f"epochs then cosine to zero, weight decay 5e-4, batch {a.batch}, every layer trained. KD: teacher "
@@ -92,11 +95,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     bn_b = D.TensorBatches(xtr, ytr, 64, mean, std, shuffle=True, seed=12345)
     for r in [float(v) for v in a.ratios.split(",")]:
-        cfg = P.StructuredConfig(ratio=r, protected=protect, bn_images=a.bn_images)
-        pruned, _ = P.prune_structured(loaded.model, cfg, size, bn_batches=bn_b if a.bn_images else None)
+        cfg = P.StructuredConfig(ratio=r, protected=protect, bn_images=a.bn_images, criterion=a.criterion,
+                                 scope=a.scope)
+        score_b = D.TensorBatches(xtr[-640:], ytr[-640:], 64, mean, std)     # data criteria: training photos
+        pruned, _ = P.prune_structured(loaded.model, cfg, size, batches=score_b,
+                                       bn_batches=bn_b if a.bn_images else None)
         macs = count_macs(pruned, size)
-        as_pruned, _ = P.prune_structured(loaded.model, P.StructuredConfig(ratio=r, protected=protect,
-                                                                            bn_images=0), size)
+        as_pruned, _ = P.prune_structured(loaded.model, replace(cfg, bn_images=0), size, batches=score_b)
         raw = evaluate(as_pruned, test_b, device)
         bn = evaluate(pruned, test_b, device) if a.bn_images else None
         for method in a.methods.split(","):

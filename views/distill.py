@@ -24,7 +24,7 @@ from compress.report import profiles_table
 from compress.train import measure_step_seconds
 from views.common import (artifact_bytes, current, current_device, current_model, data_settings, eval_sets_for,
                           history, model_key, on_sidebar_settings, require_model)
-from views.jobs import workspace
+from views.jobs import follow_job, start_job, workspace
 
 loaded = require_model()
 spec = loaded.spec
@@ -245,22 +245,11 @@ if not running and student_ok:
 
         def done(result):            # in the job's thread: lands in the session even if nobody watches
             ws.current = result.point
-        try:
-            ws.start("distill", work, key=key, on_done=done)
-        except CompressError as e:
-            st.error(str(e))
-            st.stop()
-        st.rerun()
+        start_job(ws, "distill", work, key=key, on_done=done)
 
 
 # ---------------------------------------------------------------- while it trains
-@st.fragment(run_every=1.0)
-def live():
-    job = ws.job
-    if job is None:
-        return
-    if not job.running:
-        st.rerun()                               # redraw the whole page with the result
+def _training_progress(job) -> None:
     last = job.last
     train = [e for e in job.events if e.stage == "train" and "eta_s" in e.metrics]
     if last is None:
@@ -274,15 +263,12 @@ def live():
         st.progress(last.fraction, text=f"{last.message}{extra}")
     st.caption(f"Running for {_fmt_duration(time.time() - job.started)}. You can leave this page or reload "
                "the tab; the training goes on and its result appears here.")
-    if st.button("Cancel", key="kd_cancel"):
-        job.cancel.set()
-        st.warning("Stopping after the current step…")
-    st.plotly_chart(charts.training_curves(job.events), key="kd_live_chart")
 
 
 if running:
     st.subheader("Training")
-    live()
+    follow_job(ws, _training_progress, "kd_cancel", "Stopping after the current step…",
+               after=lambda job: st.plotly_chart(charts.training_curves(job.events), key="kd_live_chart"))
     st.stop()
 
 # ---------------------------------------------------------------- the result

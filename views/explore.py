@@ -22,7 +22,7 @@ from compress.recipe import Recipe
 from compress.report import speed_phrase
 from compress.zoo import no_data_hint, sample_data_path
 from views.common import base_recipe, current_model, history, model_key, require_model
-from views.jobs import workspace
+from views.jobs import follow_job, start_job, workspace
 
 loaded = require_model()
 spec = loaded.spec
@@ -84,31 +84,18 @@ if not running and (st.button("Find the models", type="primary", key="ex_go") or
 
     def work(on_progress, cancel):
         return auto.search(base, cfg, history=runs_history, on_progress=on_progress, cancel=cancel, loaded=original)
-    try:
-        ws.start("explore", work, key=key)
-    except CompressError as e:
-        st.error(str(e))
-        st.stop()
-    st.rerun()
+    start_job(ws, "explore", work, key=key)
 
 
-@st.fragment(run_every=1.0)
-def live():
-    job = ws.job
-    if job is None:
-        return
-    if not job.running:
-        st.rerun()
+def _search_progress(job) -> None:
     last = job.last
     st.progress(last.fraction if last else 0.0, text=last.message if last else "starting…")
     st.caption(f"Searching for {time.time() - job.started:.0f} s. Every measured candidate is a run in "
                "Compare; you can leave this page and come back.")
-    if st.button("Cancel", key="ex_cancel"):
-        job.cancel.set()
 
 
 if running:
-    live()
+    follow_job(ws, _search_progress, "ex_cancel")
     st.stop()
 if job is not None and job.status != "done":
     (st.error if job.status == "failed" else st.warning)(job.error or job.status)

@@ -115,3 +115,37 @@ def workspace() -> Workspace:
     if ws is None:
         ws = registry[token] = Workspace(token)
     return ws
+
+
+def start_job(ws: Workspace, name: str, work: Callable[[Callable, threading.Event], Any], key: str = "",
+              on_done: Optional[Callable[[Any], None]] = None) -> None:
+    """Start ``work`` as the session's background job and redraw the page (which then shows
+    it live); a job that cannot start is a message, and the page stops there."""
+    try:
+        ws.start(name, work, key=key, on_done=on_done)
+    except CompressError as e:
+        st.error(str(e))
+        st.stop()
+    st.rerun()
+
+
+def follow_job(ws: Workspace, draw: Callable[[Job], None], cancel_key: str, cancel_note: str = "",
+               after: Optional[Callable[[Job], None]] = None) -> None:
+    """Draw the running job once a second in a fragment: ``draw(job)`` (progress, captions),
+    a Cancel button (``cancel_note`` shown once pressed), then ``after(job)`` (e.g. live
+    curves). When the job ends the whole page reruns to show its result."""
+    @st.fragment(run_every=1.0)
+    def live():
+        job = ws.job
+        if job is None:
+            return
+        if not job.running:
+            st.rerun()                               # redraw the whole page with the result
+        draw(job)
+        if st.button("Cancel", key=cancel_key):
+            job.cancel.set()
+            if cancel_note:
+                st.warning(cancel_note)
+        if after is not None:
+            after(job)
+    live()
