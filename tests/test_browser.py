@@ -188,8 +188,9 @@ def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset,
 
         page.get_by_role("link", name="Distill").click()
         page.get_by_text("Estimated time").wait_for(timeout=120_000)
+        page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
         for label, value in (("Epochs", "50"), ("Use at most N training photos (0 = all)", "4000")):
-            box = page.get_by_role("spinbutton", name=label)
+            box = page.get_by_role("spinbutton", name=label, exact=True)
             box.fill(value)
             box.press("Enter")
         page.wait_for_timeout(1_500)
@@ -204,7 +205,7 @@ def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset,
         page.get_by_text(re.compile(r"Cancelled \(")).wait_for(timeout=120_000)
 
         for label, value in (("Epochs", "1"), ("Use at most N training photos (0 = all)", "256")):
-            box = page.get_by_role("spinbutton", name=label)
+            box = page.get_by_role("spinbutton", name=label, exact=True)
             box.fill(value)
             box.press("Enter")
         page.wait_for_timeout(1_500)
@@ -221,7 +222,7 @@ def test_training_survives_two_reloads_and_lands_in_compare(server, cifar_asset,
         page.screenshot(path=str(tmp_path / "compare-after-reload.png"), full_page=True)
         table = page.locator("[data-testid=stDataFrame]").first
         table.wait_for(timeout=30_000)
-        _save(tmp_path, "distill-reattached.png", "compare-after-reload.png")
+        _save(tmp_path, "distill.png", "distill-reattached.png", "compare-after-reload.png")
         browser.close()
     from compress.history import History
     run = History().get(int(run_id))
