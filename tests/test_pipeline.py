@@ -160,7 +160,8 @@ def test_a_pickled_model_in_a_recipe_needs_the_users_consent(tmp_path):
 def test_a_result_near_chance_is_a_warning_not_a_headline(cifar, tmp_path):
     from compress.report import summary
     loaded, sets = cifar
-    recipe = Recipe(measure=FAST, prune=StructuredConfig(ratio=0.9), name="destroyed")
+    # ratio 0.9 without BatchNorm re-estimation: a destroyed model (re-estimation lifts it to ~20%)
+    recipe = Recipe(measure=FAST, prune=StructuredConfig(ratio=0.9, bn_images=0), name="destroyed")
     res = pipeline.run(recipe, loaded=loaded, sets=sets)
     assert res.after["accuracy"]["top1"] < 20 <= res.before["accuracy"]["top1"]   # 10 classes: chance is 10%
     assert any("near chance" in w and "no longer works" in w for w in res.warnings), res.warnings
