@@ -1,8 +1,9 @@
 """What a person waits for in the browser, measured with Debian's chromium (Playwright)
-against a fresh `streamlit run`:
+against a fresh dashboard server started by `serve.py`, as `scripts/app.sh` starts it:
 
 1. first page: from opening the app's URL to the Model page's figures (MACs / image) on a
-   fresh server, then on a second visit to the same server;
+   fresh server, then on a second visit to the same server; and, for comparison in the same
+   run, on a fresh server started by `streamlit run app.py` itself;
 2. Prune slider: from releasing the channel-ratio slider's thumb (mouse), or a key press on
    it (one step), to the estimate's "Parameters (estimate)" figure showing the new value,
    repeated;
