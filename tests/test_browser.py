@@ -296,8 +296,14 @@ def test_explore_budget_job_ladder_slider_and_photo(server, cifar_asset, chelsea
         main.get_by_text("size", exact=True).click()
         main.get_by_text("Search settings").click()
         for r in ("0.2", "0.35", "0.65"):                              # keep ratio 0.5 only
-            main.get_by_role("button", name=f"Remove {r}", exact=True).click()
-            page.wait_for_timeout(500)
+            remove = main.get_by_role("button", name=f"Remove {r}", exact=True)
+            try:
+                remove.wait_for(timeout=10_000)
+            except pw.TimeoutError:               # a rerun still in flight redrew the expander closed
+                main.get_by_text("Search settings").click()
+                remove.wait_for(timeout=30_000)
+            remove.click()
+            remove.wait_for(state="detached", timeout=30_000)          # the rerun took it in
         assert main.locator("[data-testid=stMultiSelect]").inner_text().split("\n")[-1] == "0.5"
         screen = page.get_by_role("spinbutton", name="Screen each candidate on this many images first")
         screen.fill("50")
