@@ -133,7 +133,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_batches: Iterable, cfg
         if input_size is None:
             raise DistillError("Attention transfer needs the model's input size.")
         names = stage_ends(student, input_size)
-        missing = [n for n in names if n not in dict(teacher.named_modules())]
+        teacher_modules = dict(teacher.named_modules())
+        missing = [n for n in names if n not in teacher_modules]
         if not names or missing:
             raise DistillError("Attention transfer needs a teacher with the student's layer names "
                                "(the unpruned original); this teacher has a different structure.")

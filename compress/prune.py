@@ -434,9 +434,9 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, max_images: Option
             ref = copy.deepcopy(reference).cpu()
             ref_seen = _batchnorm_input_stats(ref, [x.cpu() for x in xs], only=set(matched))
     for n, m in bns.items():
-        mean, var = seen[n]
-        if m.running_mean is None:
+        if n not in seen or m.running_mean is None:      # never called in the forward, or no statistics
             continue
+        mean, var = seen[n]
         if n in matched:
             r, idx = ref_bns[n], matched[n]
             r_mean, r_var = (t.to(mean.device) for t in ref_seen[n])

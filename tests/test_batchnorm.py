@@ -84,6 +84,18 @@ def test_too_few_photos_or_no_batchnorm_change_nothing():
     assert P.reestimate_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3)), [torch.randn(8, 3, 8, 8)]) == 0
     assert P.reestimate_batchnorm(m, [torch.randn(8, 3, 8, 8)], max_images=5) == 5
 
+    class WithUnused(nn.Module):              # a BatchNorm the forward never calls
+        def __init__(self):
+            super().__init__()
+            self.body, self.unused = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.body(x)
+    w = WithUnused()
+    assert P.reestimate_batchnorm(w, [torch.randn(8, 3, 8, 8) + 3]) == 8          # no error
+    assert torch.equal(w.unused.running_mean, torch.zeros(4)) and torch.equal(w.unused.running_var, torch.ones(4))
+    assert not torch.equal(w.body[1].running_mean, torch.zeros(4))                 # the used one changed
+
 
 def test_pipeline_reports_accuracy_before_and_after_reestimation_on_the_same_images(cifar_sample):
     loaded, sets, path = cifar_sample
