@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import prune as P  # noqa: E402
 from compress.measure import count_macs, evaluate  # noqa: E402
-from compress.zoo import load_model  # noqa: E402
+from compress.checkpoint import load_model  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -12,13 +12,13 @@ import time
 import torch
 
 from compress import prune as P
-from compress import zoo
+from compress.checkpoint import load_model
 from compress.measure import time_interleaved
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 hogs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 runs = int(sys.argv[3]) if len(sys.argv) > 3 else 50
-L = zoo.load_model("resnet18_cifar10")
+L = load_model("resnet18_cifar10")
 small, _ = P.prune_structured(L.model, P.StructuredConfig(ratio=0.5), L.spec.input_size)
 cpu = torch.device("cpu")
 

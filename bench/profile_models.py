@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress.errors import CompressError  # noqa: E402
 from compress.measure import profile_model  # noqa: E402
-from compress.zoo import ZOO, load_model  # noqa: E402
+from compress.checkpoint import load_model  # noqa: E402
+from compress.zoo import ZOO  # noqa: E402
 
 
 def main() -> None:

@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+import torch_pruning as tp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import prune as P  # noqa: E402
 from compress.measure import count_macs, count_params, evaluate, measure_latency  # noqa: E402
-from compress.zoo import build_architecture, load_model  # noqa: E402
+from compress.checkpoint import load_model  # noqa: E402
+from compress.zoo import build_architecture  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -92,7 +94,7 @@ def main() -> None:
     ap.add_argument("--runs32", type=int, default=8)
     ap.add_argument("--skip-latency", action="store_true")
     a = ap.parse_args()
-    print(f"<!-- torch {torch.__version__}, torch-pruning {P.tp.__version__}, "
+    print(f"<!-- torch {torch.__version__}, torch-pruning {tp.__version__}, "
           f"{platform.machine()}, {torch.get_num_threads()} threads -->\n")
     if not a.skip_latency:
         part1((0.25, 0.5, 0.75), a.runs1, a.runs32)

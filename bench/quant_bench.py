@@ -34,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import quantize as Q  # noqa: E402
 from compress.measure import evaluate, time_interleaved  # noqa: E402
-from compress.zoo import build_architecture, get_spec, load_model  # noqa: E402
+from compress.checkpoint import load_model  # noqa: E402
+from compress.zoo import build_architecture, get_spec  # noqa: E402
 
 CPU = torch.device("cpu")
 
 
 def _bytes(model) -> int:
-    return len(Q._torch_bytes(model))
+    return len(Q.torch_bytes(model))
 
 
 def bench(title: str, model, spec, sets, runs: int, with_accuracy: bool, full: bool) -> None:

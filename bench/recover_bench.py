@@ -37,7 +37,7 @@ from compress import data as D  # noqa: E402
 from compress import prune as P  # noqa: E402
 from compress.distill import RecoverConfig, recover  # noqa: E402
 from compress.measure import count_macs, evaluate  # noqa: E402
-from compress.zoo import load_model  # noqa: E402
+from compress.checkpoint import load_model  # noqa: E402
 
 
 def main() -> None:

@@ -173,7 +173,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.from_run is not None:
         start, recipe = _start_from(a, recipe, history)
     validate(recipe)
-    if a.save and recipe.quantize is not None and not recipe.quantize.mode.startswith("ort"):
+    from compress.quantize import MODES
+    from compress.runtimes import ONNX_RUNTIME
+    if a.save and recipe.quantize is not None and MODES[recipe.quantize.mode].engine != ONNX_RUNTIME:
         raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
                             f"--quantize {recipe.quantize.mode} model is measured but not saved "
                             "(use --export torchscript, or --quantize ort-int8 for an ONNX file).")
@@ -188,7 +190,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     out = result.to_json()
     if a.save:
         if recipe.quantize is None:
-            from compress.zoo import LoadedModel, save_artifact
+            from compress.checkpoint import save_artifact
+            from compress.zoo import LoadedModel
             loaded = result.loaded
             meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
             save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
@@ -301,6 +304,8 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     from compress import data as D
     from compress.device import resolve_device
     from compress.measure import profile_model
+    from compress.report import noisy_latency, profile_table, text_table
+    from compress.zoo import no_data_hint
 
     device = resolve_device(a.device)
     loaded = _load(a)
@@ -322,26 +327,9 @@ def _cmd_profile(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
-    lat = prof.latency_ms
-    rows = [("model", prof.model), ("weights", prof.weights),
-            ("params", f"{prof.params:,}"), ("nonzero params", f"{prof.nonzero_params:,}"),
-            ("size (file)", _fmt_bytes(prof.size_bytes)),
-            ("size (gzip)", _fmt_bytes(prof.size_gzip_bytes)),
-            ("MACs", "-" if prof.macs is None else f"{prof.macs / 1e9:.3f} G"),
-            ("latency median / p90", f"{lat.median:.2f} / {lat.p90:.2f} ms "
-             f"(batch {lat.batch}, {lat.device}, {lat.threads} threads, {lat.runs} runs)"
-             + (f"; p90 is {lat.p90 / lat.median:.1f}x the median: the machine was busy, measure again"
-                if lat.noisy else "")),
-            ("peak activation memory", _fmt_bytes(prof.peak_memory_bytes))]
-    if prof.accuracy:
-        acc = prof.accuracy
-        rows.append(("top-1", f"{acc.top1:.2f}% (95% CI {acc.ci95[0]:.1f}-{acc.ci95[1]:.1f}, n={acc.n})"))
-        if acc.top5 is not None:
-            rows.append(("top-5", f"{acc.top5:.2f}%"))
-        rows.append(("images", acc.source))
-    w = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{w}}  {v}")
+    print(text_table(profile_table(prof, no_data_hint(spec), counts=True)))
+    if prof.latency_ms and prof.latency_ms.noisy:
+        print(noisy_latency(prof.latency_ms))
     return 0
 
 
@@ -505,6 +493,7 @@ _measure_args = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    from compress.export import FORMATS
     from compress.prune import CRITERIA
     from compress.quantize import KEEP_RANKS, MODES, OBSERVERS
     p = _Parser(prog="python -m compress", description=__doc__)
@@ -586,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--train-limit", type=_num("train_limit"), default=None, help="train on N images (seeded)")
     ru.add_argument("--save", default=None, help="write the compressed model (project checkpoint format)")
     ru.add_argument("--export", default=None,
-                    help="comma-separated: checkpoint, torchscript, onnx, executorch, tensorrt; each file is "
+                    help=f"comma-separated: {', '.join(FORMATS)}; each file is "
                          "loaded back and checked against the model; a Markdown model card comes with them")
     ru.add_argument("--out", default=None, help="folder for --export files")
     ru.add_argument("--history", default=None, help="history file (default: COMPRESSION_LAB_HISTORY or "

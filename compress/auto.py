@@ -30,11 +30,18 @@ from typing import Optional
 
 from compress.errors import CompressError
 from compress.progress import Cancel, Cancelled, OnProgress, emit
+from compress.quantize import MODES
 from compress.recipe import MeasureRef, Recipe
 
 OBJECTIVES = ("latency", "size")
-# runtime -> (its FP32 mode, its INT8 mode); None: PyTorch eager, the original itself
-RUNTIMES = {"ort": ("ort-fp32", "ort-int8"), "torch": (None, "pt2e"), "executorch": ("et-fp32", "et-int8")}
+# runtime searched -> its INT8 mode; the FP32 form is that mode's float twin (None: PyTorch
+# eager, the original itself)
+RUNTIMES = {"ort": "ort-int8", "torch": "pt2e", "executorch": "et-int8"}
+
+
+def runtime_name(runtime: str) -> str:
+    """How pages name a searched runtime (the runtime of its INT8 mode, e.g. "ONNX Runtime")."""
+    return MODES[RUNTIMES[runtime]].engine
 
 
 class AutoError(CompressError):
@@ -96,7 +103,8 @@ def candidates(base: Recipe, cfg: AutoConfig) -> list[Candidate]:
     """The recipes searched, from the least to the most compressed."""
     from compress.prune import StructuredConfig
     from compress.quantize import QuantConfig
-    float_mode, int8_mode = RUNTIMES[cfg.runtime]
+    int8_mode = RUNTIMES[cfg.runtime]
+    float_mode = MODES[int8_mode].float_twin
     out = []
     for ratio in (0.0,) + tuple(cfg.ratios):
         prune = StructuredConfig(ratio=ratio) if ratio else None
@@ -296,7 +304,7 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
         from compress.distill import RecoverConfig
         rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs, lr=0.05, temperature=2.0, alpha=0.5)
         failed = sorted({c.recipe.prune.ratio for c in cands if c.screen and c.why and c.recipe.prune is not None})
-        int8 = RUNTIMES[cfg.runtime][1]
+        int8 = RUNTIMES[cfg.runtime]
         for ratio in failed:
             src = next(c for c in cands if c.recipe.prune is not None and c.recipe.prune.ratio == ratio
                        and c.recipe.quantize is not None and c.recipe.quantize.mode == int8

@@ -6,7 +6,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 
 from compress.images import Prediction
-from compress.measure import LayerRow
+from compress.measure import LayerRow, wilson_interval
 
 
 def layer_bars(rows: Sequence[LayerRow], metric: str, title: str) -> go.Figure:
@@ -230,7 +230,6 @@ def pareto(names: Sequence[str], latency_ms: Sequence[float], top1: Sequence[flo
 def class_delta_bars(deltas: Sequence[dict]) -> go.Figure:
     """Per-class top-1 change in points (report.per_class_deltas), largest loss first, with
     n per class and each side's 95% Wilson interval in the hover."""
-    from compress.measure import wilson_interval
     rows = list(deltas)
     hover = []
     for r in rows:

@@ -1,23 +1,33 @@
 """Knowledge distillation and recovery after pruning, on top of :func:`compress.train.fit`.
 
-:class:`RecoverConfig` is the one description of a recovery (fine-tuning or distillation,
-with its temperature and α); :func:`recover` trains a copy of a pruned model back. Also
+:class:`RecoverConfig` is the one description of a recovery (its method, with its
+temperature and α); :func:`recover` trains a copy of a pruned model back.
+:data:`RECOVERY_METHODS` is the registry of methods (knowledge distillation, with optional
+attention transfer, and fine-tuning): each entry says what it needs (a teacher, labels)
+and holds its handler, and validation, the pipeline, reports and pages read it. Also
 here: which zoo models can teach which student (:func:`compatible_teachers`), teachers
 with another normalisation (:class:`Renormalize`), and the time a recovery will take
 (:func:`estimate_seconds`).
 """
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from compress import data as D
+from compress.checkpoint import load_model
+from compress.errors import CompressError
 from compress.progress import Cancel, OnProgress
 from compress.train import TrainConfig, TrainError, TrainResult, fit
+from compress.zoo import ZOO, get_spec
 
 
 class DistillError(TrainError):
@@ -34,7 +44,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     hard term's (Hinton et al. 2015). Images with label < 0 (unlabelled) count in the KL
     term only; with α = 1 labels are not used at all.
     """
-    import torch.nn.functional as F
     t = temperature
     kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                   reduction="batchmean", log_target=True) * (t * t)
@@ -87,7 +96,6 @@ def attention_map(features: torch.Tensor) -> torch.Tensor:
     """Spatial attention of a feature map (Zagoruyko & Komodakis, ICLR 2017): the mean over
     channels of the squared activations, flattened and L2-normalised per image. It does not
     depend on the channel count, so a pruned student's map compares with its teacher's."""
-    import torch.nn.functional as F
     return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
 
 
@@ -185,10 +193,45 @@ def set_trainable(model: nn.Module, unfreeze: str, pruned_layers: Iterable[str] 
 
 # ------------------------------------------------------------------ recovery after pruning
 
-RECOVERY_METHODS = {
-    "distill": "knowledge distillation: the pruned model learns to match the teacher's outputs",
-    "finetune": "fine-tuning: the pruned model trains on the labels again",
-}
+ORIGINAL = "original"                # the teacher name of the uncompressed model itself
+
+
+@dataclass(frozen=True)
+class RecoveryMethod:
+    """One way to train a pruned model back: its registry entry."""
+    name: str
+    description: str                 # one sentence: what the student learns from
+    label: str                       # how a page names the choice
+    noun: str                        # in sentences: "3 epochs of distillation"
+    past: str                        # in a model's label: "distilled 3 epoch(s)"
+    uses_teacher: bool               # learns from a teacher (teacher, T, α and attention apply)
+    always_needs_labels: bool        # trains on labels whatever the settings (else only when α < 1)
+    handler: Callable                # (student, teacher, cfg, train_batches, device, input_size, fit_kwargs)
+
+    def needs_labels(self, cfg: "RecoverConfig") -> bool:
+        return self.always_needs_labels or cfg.alpha < 1.0
+
+
+def _by_distillation(student, teacher, cfg, train_batches, device, input_size, kwargs) -> TrainResult:
+    return distill(student, teacher, train_batches, cfg.train_config(), device, temperature=cfg.temperature,
+                   alpha=cfg.alpha, attention=cfg.attention, input_size=input_size, **kwargs)
+
+
+def _by_fine_tuning(student, teacher, cfg, train_batches, device, input_size, kwargs) -> TrainResult:
+    if not D.has_labels(train_batches):
+        raise DistillError("Fine-tuning needs labelled photos; these have no labels. Use "
+                           "distillation with α = 1 (label-free) instead.")
+    return fit(student, train_batches, cfg.train_config(), device, **kwargs)
+
+
+RECOVERY_METHODS: dict[str, RecoveryMethod] = {m.name: m for m in (
+    RecoveryMethod("distill", "knowledge distillation: the pruned model learns to match the teacher's outputs",
+                   "knowledge distillation", "distillation", "distilled", uses_teacher=True,
+                   always_needs_labels=False, handler=_by_distillation),
+    RecoveryMethod("finetune", "fine-tuning: the pruned model trains on the labels again",
+                   "fine-tuning", "fine-tuning", "fine-tuned", uses_teacher=False,
+                   always_needs_labels=True, handler=_by_fine_tuning),
+)}
 UNFREEZE = {
     "pruned": "only the pruned layers, every BatchNorm and the classifier",
     "all": "every layer",
@@ -198,7 +241,7 @@ UNFREEZE = {
 @dataclass(frozen=True)
 class RecoverConfig:
     """How to train a pruned model back: plain data, part of a recipe."""
-    method: str = "distill"          # "distill" or "finetune"
+    method: str = "distill"          # a name in RECOVERY_METHODS
     epochs: int = 3
     lr: float = 0.01
     batch_size: int = 64
@@ -206,7 +249,7 @@ class RecoverConfig:
     unfreeze: str = "all"            # "pruned" or "all"
     temperature: float = 4.0
     alpha: float = 0.9               # 1.0 = label-free
-    teacher: str = "original"        # "original" (the uncompressed model) or a zoo name
+    teacher: str = ORIGINAL          # "original" (the uncompressed model) or a zoo name
     seed: int = 0
     attention: float = 0.0           # attention-transfer weight on the stage outputs (0 = off)
     warmup_epochs: float = 0.0       # linear warm-up before the cosine decay to zero
@@ -215,6 +258,16 @@ class RecoverConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
                            weight_decay=5e-4, schedule="cosine", warmup_epochs=self.warmup_epochs,
                            seed=self.seed)
+
+    @property
+    def method_entry(self) -> RecoveryMethod:
+        return RECOVERY_METHODS[self.method]
+
+    @property
+    def zoo_teacher(self) -> Optional[str]:
+        """The zoo model to load as the teacher, when this recovery learns from one other
+        than the original (None otherwise)."""
+        return self.teacher if self.method_entry.uses_teacher and self.teacher != ORIGINAL else None
 
 
 def validate_recover(cfg: RecoverConfig) -> None:
@@ -231,14 +284,14 @@ def validate_recover(cfg: RecoverConfig) -> None:
         raise DistillError(f"Unknown optimizer {cfg.optimizer!r}: use sgd or adamw.")
     if cfg.unfreeze not in UNFREEZE:
         raise DistillError(f"Unknown unfreeze choice {cfg.unfreeze!r}: use 'pruned' or 'all'.")
-    if cfg.method == "distill":
+    if RECOVERY_METHODS[cfg.method].uses_teacher:
         if not 0.05 <= cfg.temperature <= 100:
             raise DistillError(f"Temperature must be between 0.05 and 100, not {cfg.temperature}.")
         if not 0.0 <= cfg.alpha <= 1.0:
             raise DistillError(f"α must be between 0 and 1, not {cfg.alpha}.")
         if not 0.0 <= cfg.attention <= 1e5:
             raise DistillError(f"The attention-transfer weight must be between 0 and 100000, not {cfg.attention:g}.")
-        if cfg.attention and cfg.teacher != "original":
+        if cfg.attention and cfg.teacher != ORIGINAL:
             raise DistillError("Attention transfer compares the student's stage outputs with the "
                                "unpruned original's: use the original as the teacher, or set the weight to 0.")
     if not 0.0 <= cfg.warmup_epochs <= cfg.epochs:
@@ -281,7 +334,6 @@ def load_teacher(name: str, student_spec) -> nn.Module:
     """A zoo model as the teacher for ``student_spec``'s task: checked, loaded with its
     trained weights (a missing file is a WeightsUnavailable message naming it) and wrapped
     in :class:`Renormalize` when its normalisation differs."""
-    from compress.zoo import get_spec, load_model
     spec = get_spec(name)
     check_teacher(spec, student_spec)
     loaded = load_model(name)
@@ -316,7 +368,6 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
     ``unfreeze="pruned"`` only :func:`changed_layers`, BatchNorms and the classifier train.
     ``pruned`` and ``original`` are not changed.
     """
-    import copy
     validate_recover(cfg)
     student = copy.deepcopy(pruned)
     trainable = set_trainable(student, cfg.unfreeze, changed_layers(original, pruned))
@@ -324,36 +375,17 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
         raise DistillError("Nothing to train: no layer was pruned. Choose 'every layer'.")
     kwargs = dict(val_batches=val_batches, on_progress=on_progress, cancel=cancel,
                   workdir=workdir, resume=resume)
-    if cfg.method == "distill":
-        res = distill(student, teacher if teacher is not None else original, train_batches,
-                      cfg.train_config(), device, temperature=cfg.temperature,
-                      alpha=cfg.alpha, attention=cfg.attention, input_size=input_size, **kwargs)
-    else:
-        if not _has_labels(train_batches):
-            raise DistillError("Fine-tuning needs labelled photos; these have no labels. Use "
-                               "distillation with α = 1 (label-free) instead.")
-        res = fit(student, train_batches, cfg.train_config(), device, **kwargs)
+    res = cfg.method_entry.handler(student, teacher if teacher is not None else original, cfg, train_batches,
+                                   device, input_size, kwargs)
     for p in student.parameters():
         p.requires_grad_(True)
     return student.cpu().eval(), res
 
 
-def _has_labels(batches) -> bool:
-    images = getattr(getattr(batches, "dataset", None), "images", None)
-    if images is not None:
-        return images.labels is not None
-    y = getattr(batches, "y", None)
-    return y is None or bool((y >= 0).any())
-
-
-
-
 def compatible_teachers(student_spec) -> list[str]:
     """The teachers that can teach this student: "original" (the unpruned model) and every
     zoo entry that answers the same classes from the same pixels (see :func:`check_teacher`)."""
-    from compress.errors import CompressError
-    from compress.zoo import ZOO
-    names = ["original"]
+    names = [ORIGINAL]
     for name, s in ZOO.items():
         if name == student_spec.name:
             continue
@@ -377,8 +409,7 @@ class TimeEstimate:
 
 def seconds_to_read(images, transform, n: int = 16) -> float:
     """Seconds to read and prepare one of ``images`` (the mean over the first ``n``)."""
-    from compress.data import ImageListDataset
-    ds = ImageListDataset(images.subset(list(range(min(n, len(images))))), transform)
+    ds = D.ImageListDataset(images.subset(list(range(min(n, len(images))))), transform)
     t0 = time.perf_counter()
     for i in range(len(ds)):
         _ = ds[i]
@@ -390,7 +421,6 @@ def estimate_seconds(cfg: RecoverConfig, n_train: int, step_seconds: float,
     """The time ``cfg`` will train for on ``n_train`` photos, given a measured step time
     (:func:`compress.train.measure_step_seconds`) and per-photo read time
     (:func:`seconds_to_read`). Validation and the final measurements come on top."""
-    import math
     steps = math.ceil(n_train / cfg.batch_size)
     read = read_seconds_per_image * cfg.batch_size
     return TimeEstimate(cfg.epochs * steps * (step_seconds + read), steps, step_seconds, read, n_train)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -222,7 +223,6 @@ def correct_bias(model: nn.Module, batches, bits: int = 8, max_images: int = 128
             acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
             acc[1] += x.shape[0] * x.shape[2] * x.shape[3]
         return run
-    from compress.quantize import feed
     seen = feed(work, batches, max_images, [m.register_forward_pre_hook(hook(n)) for n, m in convs.items()])
     if seen == 0:
         return work, 0
@@ -253,3 +253,22 @@ def correct_bias(model: nn.Module, batches, bits: int = 8, max_images: int = 128
             conv.bias = nn.Parameter(-shift)
         corrected += 1
     return work, corrected
+
+
+def feed(model: nn.Module, batches: Iterable, max_images: int, hooks: Iterable = ()) -> int:
+    """Run the first ``max_images`` images of ``batches`` (labels dropped) through ``model``
+    without gradients, for the ``hooks`` watching it, which are removed afterwards (even on
+    an error); returns how many images ran."""
+    seen = 0
+    try:
+        with torch.no_grad():
+            for b in batches:
+                x = (b[0] if isinstance(b, (tuple, list)) else b)[: max_images - seen]
+                model(x)
+                seen += len(x)
+                if seen >= max_images:
+                    break
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen

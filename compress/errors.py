@@ -39,3 +39,11 @@ class DeviceError(CompressError):
 
 class UnknownModel(CompressError):
     """A model name is not in the zoo."""
+
+
+class QuantizeError(CompressError):
+    """A quantization request that cannot be carried out."""
+
+
+class PruneError(CompressError):
+    """A pruning request that cannot be carried out (bad ratio, layer name, model)."""

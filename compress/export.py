@@ -1,8 +1,10 @@
 """Exports that run outside this Python session, each loaded back and checked.
 
-Formats: the project's own checkpoint (the zoo loads it back), TorchScript, ONNX (dynamic
-batch axis; the INT8 QDQ file for ONNX Runtime models), ExecuTorch ``.pte`` with the
-XNNPACK delegate (phones), and TensorRT (NVIDIA GPUs only).
+:data:`FORMATS` is the one registry of export formats: the project's own checkpoint
+(compress/checkpoint loads it back), TorchScript, ONNX (dynamic batch axis; the INT8 QDQ
+file for ONNX Runtime models), ExecuTorch ``.pte`` with the XNNPACK delegate (phones), and
+TensorRT (NVIDIA GPUs only). Each format registers its handler with :func:`register`;
+:func:`export` looks it up, recipes validate against it, the CLI and the Compare page list it.
 
 Every written file is loaded back in the runtime that will run it and compared with the
 model it came from on real images: max |difference| of the logits and top-1 agreement.
@@ -13,15 +15,15 @@ import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
-from compress.errors import CompressError
-
-SUFFIX = {"checkpoint": ".pt", "torchscript": ".ts.pt", "onnx": ".onnx", "executorch": ".pte",
-          "tensorrt": ".trt.ts"}
+from compress.checkpoint import load_checkpoint, save_artifact, to_torchscript
+from compress.errors import CompressError, QuantizeError
+from compress.runtimes import OrtModel, export_onnx
+from compress.zoo import LoadedModel
 
 
 class ExportError(CompressError):
@@ -68,113 +70,170 @@ def _module_of(model) -> nn.Module:
     return getattr(model, "model", model) if not isinstance(model, nn.Module) else model
 
 
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its registry entry."""
+    name: str
+    description: str                  # one line: what the file is and who runs it
+    suffix: str                       # the file name's ending
+    runtime: str                      # what loads the file back to check it
+    needs: str                        # what it takes (model, packages, hardware), in plain words
+    handler: Callable[["ExportJob"], Exported]
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register(name: str, description: str, suffix: str, runtime: str, needs: str) -> Callable:
+    """Register the decorated ``handler(job) -> Exported`` as export format ``name``."""
+    def add(handler: Callable[["ExportJob"], Exported]) -> Callable:
+        FORMATS[name] = ExportFormat(name, description, suffix, runtime, needs, handler)
+        return handler
+    return add
+
+
+@dataclass
+class ExportJob:
+    """One export request, as every handler sees it."""
+    fmt: ExportFormat
+    model: Any                        # an nn.Module or a QuantizedModel
+    module: nn.Module                 # the nn.Module behind it (on the CPU, in eval mode)
+    path: Path
+    input_size: tuple[int, int, int]
+    batches: list                     # (images, labels) to compare the file with the model on
+    loaded: Any = None                # the LoadedModel the model came from (its spec)
+    meta: Optional[dict] = None
+
+    @property
+    def is_quant(self) -> bool:
+        return not isinstance(self.model, nn.Module)
+
+    @property
+    def runtime(self) -> str:
+        return getattr(self.model, "runtime", "PyTorch eager")
+
+    @property
+    def example(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_size)
+
+    def checked(self, reference: Callable, candidate: Callable, runtime: Optional[str] = None,
+                note: str = "", device: str = "cpu") -> Exported:
+        """The written file's entry, with ``candidate`` (the file, loaded back) compared
+        with ``reference`` on the job's images."""
+        out = Exported(self.fmt.name, str(self.path), self.path.stat().st_size, runtime or self.fmt.runtime,
+                       note=note, device=device)
+        out.max_abs_diff, out.agreement_top1, out.n = _compare(reference, candidate, self.batches)
+        return out
+
+    def refuse_program(self) -> None:
+        """A torch.export (PT2E) program is compiled where it runs; no other format takes it."""
+        if getattr(self.model, "pt2", None) is not None:
+            raise ExportError(f"{self.runtime} is a torch.export program compiled by TorchInductor on the machine "
+                              "that runs it; each run keeps its .pt2 file. For an INT8 ONNX file quantize with "
+                              "ort-int8, for phones with et-int8.")
+
+
 def export(model, fmt: str, path: Path, input_size: tuple[int, int, int], batches: list,
            loaded=None, meta: Optional[dict] = None) -> Exported:
     """Write ``model`` (an nn.Module or a QuantizedModel) in format ``fmt`` to ``path``,
     load it back and compare it with ``model`` on ``batches`` (a list of (images, labels))."""
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    is_quant = not isinstance(model, nn.Module)
-    runtime = getattr(model, "runtime", "PyTorch eager")
     module = _module_of(model).cpu().eval()
-    onnx_bytes = getattr(model, "onnx", None)
-    example = torch.zeros(1, *input_size)
+    return FORMATS[fmt].handler(ExportJob(FORMATS[fmt], model, module, path, input_size, batches, loaded, meta))
 
-    if getattr(model, "pt2", None) is not None and fmt != "checkpoint":
-        raise ExportError(f"{runtime} is a torch.export program compiled by TorchInductor on the machine that "
-                          "runs it; each run keeps its .pt2 file. For an INT8 ONNX file quantize with "
-                          "ort-int8, for phones with et-int8.")
 
-    if fmt == "checkpoint":
-        if is_quant:
-            raise ExportError(f"The project checkpoint holds float weights; this model is {runtime}. "
-                              "Export the float model before quantizing, or choose onnx/torchscript.")
-        from compress.zoo import LoadedModel, load_checkpoint, save_artifact
-        save_artifact(LoadedModel(module, loaded.spec, loaded.weights_note, loaded.trained), path, meta=meta)
-        back = load_checkpoint(str(path), like=loaded.spec.name).model.eval()
-        out = Exported(fmt, str(path), path.stat().st_size, "PyTorch (weights_only=True)")
-        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, back, batches)
-        return out
+# ------------------------------------------------------------------ the formats, in the order listed
 
-    if fmt == "torchscript":
-        if onnx_bytes is not None:
-            raise ExportError(f"This model runs in {runtime}; its file is ONNX. Choose onnx.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(module, example, check_trace=False)
-            torch.jit.save(traced, str(path))
-        except Exception as e:  # noqa: BLE001 - any tracer failure becomes a plain message
-            op = _op_name(e)
-            raise ExportError(f"TorchScript cannot take this model{f' (operator {op})' if op else ''}: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-        back = torch.jit.load(str(path)).eval()
-        out = Exported(fmt, str(path), path.stat().st_size, "TorchScript")
-        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, back, batches)
-        return out
+@register("checkpoint", "The project checkpoint: float weights with the architecture and classes; loads "
+          "back with weights_only=True (pruned models too).", ".pt", "PyTorch (weights_only=True)",
+          "a float model (before quantizing)")
+def _checkpoint(job: ExportJob) -> Exported:
+    module = job.module
+    if job.is_quant:
+        raise ExportError(f"The project checkpoint holds float weights; this model is {job.runtime}. "
+                          "Export the float model before quantizing, or choose onnx/torchscript.")
+    loaded = job.loaded
+    save_artifact(LoadedModel(module, loaded.spec, loaded.weights_note, loaded.trained), job.path, meta=job.meta)
+    back = load_checkpoint(str(job.path), like=loaded.spec.name).model.eval()
+    return job.checked(module, back)
 
-    if fmt == "onnx":
-        from compress.quantize import OrtModel, QuantizeError, export_onnx
-        if onnx_bytes is None:
-            if is_quant:
-                try:
-                    onnx_bytes = export_onnx(module, input_size)
-                except QuantizeError as e:
-                    op = _op_name(e)
-                    raise ExportError(f"ONNX cannot take this {runtime} model"
-                                      f"{f': operator {op} has no ONNX form' if op else ''}. Use "
-                                      "quantize mode ort-int8 for an INT8 ONNX file.") from None
-            else:
-                onnx_bytes = export_onnx(module, input_size)
-        path.write_bytes(onnx_bytes)
-        import onnx
-        onnx.checker.check_model(str(path))
-        back = OrtModel(path.read_bytes())
-        out = Exported(fmt, str(path), path.stat().st_size, "ONNX Runtime",
+
+@register("torchscript", "TorchScript: the traced model, loaded by PyTorch (C++ or Python) without this "
+          "code.", ".ts.pt", "TorchScript", "a PyTorch model (float, INT8 or half precision)")
+def _torchscript(job: ExportJob) -> Exported:
+    job.refuse_program()
+    module = job.module
+    if getattr(job.model, "onnx", None) is not None:
+        raise ExportError(f"This model runs in {job.runtime}; its file is ONNX. Choose onnx.")
+    try:
+        script = to_torchscript(module, job.input_size)
+        torch.jit.save(script, str(job.path))
+    except Exception as e:  # noqa: BLE001 - any tracer failure becomes a plain message
+        op = _op_name(e)
+        raise ExportError(f"TorchScript cannot take this model{f' (operator {op})' if op else ''}: "
+                          f"{str(e).splitlines()[0][:200]}") from None
+    return job.checked(module, torch.jit.load(str(job.path)).eval())
+
+
+@register("onnx", "ONNX with a dynamic batch axis, run by ONNX Runtime (the INT8 QDQ file for ONNX Runtime "
+          "models).", ".onnx", "ONNX Runtime", "a float model, an ONNX Runtime one, or a torch.ao INT8 one "
+          "whose operators ONNX has")
+def _onnx(job: ExportJob) -> Exported:
+    import onnx
+    job.refuse_program()
+    module = job.module
+    onnx_bytes = getattr(job.model, "onnx", None)
+    if onnx_bytes is None:
+        if job.is_quant:
+            try:
+                onnx_bytes = export_onnx(module, job.input_size)
+            except QuantizeError as e:
+                op = _op_name(e)
+                raise ExportError(f"ONNX cannot take this {job.runtime} model"
+                                  f"{f': operator {op} has no ONNX form' if op else ''}. Use "
+                                  "quantize mode ort-int8 for an INT8 ONNX file.") from None
+        else:
+            onnx_bytes = export_onnx(module, job.input_size)
+    job.path.write_bytes(onnx_bytes)
+    onnx.checker.check_model(str(job.path))
+    return job.checked(module, OrtModel(job.path.read_bytes()),
                        note="dynamic batch axis; input 'images', output 'logits'")
-        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, back, batches)
-        return out
 
-    if fmt == "executorch" and getattr(model, "pte", None) is not None:
+
+@register("executorch", "ExecuTorch .pte with the XNNPACK delegate: the file Android and iOS apps embed.",
+          ".pte", "ExecuTorch (XNNPACK)", "a float model or an et-int8 one; the executorch package")
+def _executorch(job: ExportJob) -> Exported:
+    job.refuse_program()
+    module = job.module
+    note = "batch 1 (ExecuTorch programs have a fixed input shape)"
+    if getattr(job.model, "pte", None) is not None:
         # an ExecuTorch mode's own program (et-int8: the PT2E-calibrated graph lowered to XNNPACK)
-        path.write_bytes(model.pte)
-        run = _executorch_runner(path)
-        out = Exported(fmt, str(path), path.stat().st_size, runtime,
-                       note="batch 1 (ExecuTorch programs have a fixed input shape)")
-        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, run, batches)
-        return out
-
-    if fmt == "executorch":
-        if is_quant:
-            raise ExportError(f"ExecuTorch export here takes a float model or an et-int8 one; this one is "
-                              f"{runtime} (torch.ao / ONNX Runtime INT8 do not load in ExecuTorch). Quantize "
-                              "with et-int8 for an INT8 .pte, or export the pruned float model.")
-        try:
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-            from executorch.exir import to_edge_transform_and_lower
-        except ImportError:
-            raise ExportError("ExecuTorch is not installed: pip install executorch==1.5.1 "
-                              "(it is in requirements.txt).") from None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                program = torch.export.export(module, (example,))
-                pte = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-        except Exception as e:  # noqa: BLE001
-            op = _op_name(e)
-            raise ExportError(f"ExecuTorch cannot take this model{f' (operator {op})' if op else ''}: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-        path.write_bytes(pte.buffer)
-        run = _executorch_runner(path)
-        out = Exported(fmt, str(path), path.stat().st_size, "ExecuTorch (XNNPACK)",
-                       note="batch 1 (ExecuTorch programs have a fixed input shape)")
-        out.max_abs_diff, out.agreement_top1, out.n = _compare(module, run, batches)
-        return out
-
-    if fmt == "tensorrt":
-        return _tensorrt(module, path, example, batches, is_quant, runtime)
-
-    raise ExportError(f"Unknown export format {fmt!r}: use {', '.join(SUFFIX)}.")
+        job.path.write_bytes(job.model.pte)
+        return job.checked(module, _executorch_runner(job.path), runtime=job.runtime, note=note)
+    if job.is_quant:
+        raise ExportError(f"ExecuTorch export here takes a float model or an et-int8 one; this one is "
+                          f"{job.runtime} (torch.ao / ONNX Runtime INT8 do not load in ExecuTorch). Quantize "
+                          "with et-int8 for an INT8 .pte, or export the pruned float model.")
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise ExportError("ExecuTorch is not installed: pip install executorch==1.5.1 "
+                          "(it is in requirements.txt).") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, (job.example,))
+            pte = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    except Exception as e:  # noqa: BLE001
+        op = _op_name(e)
+        raise ExportError(f"ExecuTorch cannot take this model{f' (operator {op})' if op else ''}: "
+                          f"{str(e).splitlines()[0][:200]}") from None
+    job.path.write_bytes(pte.buffer)
+    return job.checked(module, _executorch_runner(job.path), note=note)
 
 
 def _executorch_runner(path: Path) -> Callable:
@@ -189,7 +248,12 @@ def _executorch_runner(path: Path) -> Callable:
     return run
 
 
-def _tensorrt(module, path, example, batches, is_quant, runtime) -> Exported:
+@register("tensorrt", "TensorRT FP16 engine (Torch-TensorRT, TorchScript IR) for NVIDIA GPUs.", ".trt.ts",
+          "TensorRT FP16", "a float model, an NVIDIA GPU with CUDA and torch-tensorrt")
+def _tensorrt(job: ExportJob) -> Exported:
+    job.refuse_program()
+    module, path, example, batches, is_quant, runtime = (job.module, job.path, job.example, job.batches,
+                                                          job.is_quant, job.runtime)
     if not torch.cuda.is_available():
         raise ExportError("TensorRT needs an NVIDIA GPU with CUDA; this machine has none. Export "
                           "ONNX here and build the engine with trtexec on the GPU machine.")

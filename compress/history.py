@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from compress.errors import CompressError
+from compress.paths import cache_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,7 +68,6 @@ def default_path() -> Path:
     env = os.environ.get("COMPRESSION_LAB_HISTORY")
     if env:
         return Path(env).expanduser()
-    from compress.data import cache_dir
     return cache_dir() / "history.sqlite"
 
 

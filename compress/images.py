@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from compress.errors import ImageError
+from compress.timing import time_interleaved
 
 MAX_PIXELS = 50_000_000          # 50 megapixels
 MAX_BYTES = 200 * 1024 * 1024
@@ -157,7 +158,6 @@ def classify_side_by_side(models, image: Image.Image, transform, categories, run
     """Classify ``image`` with each of ``models`` ((name, module, device)); then time the
     ones that answered in one interleaved loop (``runs`` rounds after ``warmup``), so both
     see the same machine load. Each Prediction's ``ms`` is its median from that loop."""
-    from compress.measure import time_interleaved
     preds: list = []
     for name, model, device in models:
         try:

@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 import torch
 
 from compress.errors import CompressError, ImageError
+from compress.images import MAX_BYTES, read_image
 
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
 
@@ -41,7 +42,6 @@ def photo_files(args: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _read(path: Path, transform) -> torch.Tensor:
-    from compress.images import MAX_BYTES, read_image
     if not path.is_file():
         raise ImageError(f"{path.name} is not a file.")
     size = path.stat().st_size

@@ -16,12 +16,14 @@ from typing import Any, Optional
 
 import torch
 
-from compress.distill import RecoverConfig
+from compress.distill import RecoverConfig, validate_recover
 from compress.errors import CompressError
-from compress.prune import StructuredConfig, UnstructuredConfig
-from compress.quantize import QuantConfig
+from compress.export import FORMATS as EXPORT_FORMATS
+from compress.limits import BadNumber, check, check_optional
+from compress.prune import CRITERIA, StructuredConfig, UnstructuredConfig, validate_unstructured
+from compress.quantize import MODES, QuantConfig, validate_config
+from compress.zoo import ZOO, build_architecture
 
-EXPORT_FORMATS = ("checkpoint", "torchscript", "onnx", "executorch", "tensorrt")
 STEP_SECTIONS = ("prune", "recover", "unstructured", "quantize")     # the order steps run in
 
 
@@ -127,7 +129,12 @@ class Recipe:
         return replace(self, **{section: config}, **{s: None for s in later})
 
     def describe(self) -> str:
-        """One line a person can read: what the recipe does, in order."""
+        """One line a person can read: the model, then what the recipe does, in order."""
+        model = self.model.name or Path(self.model.checkpoint or "model").name
+        return f"{model}: {self.describe_steps()}"
+
+    def describe_steps(self) -> str:
+        """What the recipe does, in order ("unchanged" when it has no step)."""
         parts = []
         if self.prune:
             c = self.prune
@@ -141,14 +148,11 @@ class Recipe:
             parts.append(f"zero {self.unstructured.amount:.0%} weights")
         if self.quantize:
             parts.append(self.quantize.mode)
-        model = self.model.name or Path(self.model.checkpoint or "model").name
-        return f"{model}: " + (" → ".join(parts) if parts else "unchanged")
+        return " → ".join(parts) if parts else "unchanged"
 
 
 def validate(recipe: Recipe) -> None:
     """Checks that need no model: the engine validates configs against the model later."""
-    from compress.distill import validate_recover
-    from compress.prune import validate_unstructured
     for f in recipe.export.formats:
         if f not in EXPORT_FORMATS:
             raise RecipeError(f"export.formats: unknown format {f!r}; use {', '.join(EXPORT_FORMATS)}.")
@@ -169,7 +173,6 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"unstructured: {e}") from None
     q = recipe.quantize
     if q is not None:
-        from compress.quantize import MODES, validate_config
         try:
             validate_config(q)
         except CompressError as e:
@@ -179,14 +182,12 @@ def validate(recipe: Recipe) -> None:
         if MODES[q.mode].trains and not recipe.data.train_path:
             raise RecipeError(f"data.train_path: quantize.mode {q.mode} fine-tunes on labelled photos; give them.")
     if recipe.prune is not None:
-        from compress.prune import CRITERIA
         if recipe.prune.criterion not in CRITERIA:
             raise RecipeError(f"prune.criterion: unknown {recipe.prune.criterion!r}; use {', '.join(CRITERIA)}.")
 
 
 def _check_numbers(recipe: Recipe) -> None:
     """Every number against its range (compress/limits.py), named by its place in the file."""
-    from compress.limits import BadNumber, check, check_optional
     m, d, r = recipe.measure, recipe.data, recipe
     checks = [("batch", m.batch, "measure.batch"), ("runs", m.runs, "measure.runs"),
               ("warmup", m.warmup, "measure.warmup"), ("seed", d.seed, "data.seed"),
@@ -303,7 +304,6 @@ def _measured(model: str, name: str, recovered: bool) -> str:
 
 def _depthwise(model: str) -> bool:
     """Whether a zoo model (by name) is built from depthwise convs (MobileNet, EfficientNet)."""
-    from compress.zoo import ZOO, build_architecture
     spec = ZOO.get(model)
     if spec is None:
         return False

@@ -27,7 +27,10 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
+from compress import data as D
 from compress import distributed as dist
+from compress.device import resolve_device
+from compress.zoo import ZOO, build_architecture
 from compress.errors import CompressError
 from compress.measure import evaluate
 from compress.progress import Cancel, Cancelled, OnProgress, emit  # noqa: F401
@@ -268,9 +271,6 @@ def train_baseline_cifar10(data: str, out_dir: Path, epochs: int, batch_size: in
     ``batch_size / N`` images per step (so the recipe is the same at any N); rank 0 writes
     the files and returns the sidecar, the other ranks return an empty dict.
     """
-    from compress import data as D
-    from compress.device import resolve_device
-    from compress.zoo import ZOO, build_architecture
 
     spec = ZOO["resnet18_cifar10"]
     w, dev = dist.init_from_env(resolve_device(device))

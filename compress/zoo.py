@@ -10,12 +10,13 @@ Weights for torchvision entries resolve in this order (see :func:`resolve_torchv
 3. torchvision's normal download.
 
 When none works the user gets :class:`WeightsUnavailable` naming the file and where to
-put it. Random weights are never substituted silently: :func:`load_model` only returns
-untrained weights when asked with ``pretrained=False``, and says so in ``LoadedModel.weights_note``.
+put it. Random weights are never substituted silently: :func:`compress.checkpoint.load_model`
+only returns untrained weights when asked with ``pretrained=False``, and says so in
+``LoadedModel.weights_note``. Reading weight files safely, and a run's saved model, is
+compress/checkpoint.py's work (the layer above this one).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,8 @@ import torchvision
 from torch import nn
 from torchvision import transforms as T
 
-from compress.errors import ArchitectureMismatch, CheckpointError, UnknownModel, WeightsUnavailable
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from compress.errors import UnknownModel, WeightsUnavailable
+from compress.paths import ASSETS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -176,7 +176,7 @@ def hub_checkpoint_dir() -> Path:
 
 def resolve_torchvision_weights(spec: ModelSpec, download: bool = True) -> Path:
     """Find the weights file for a torchvision zoo entry, in the documented order (a file
-    the user names is handled by ``load_model(weights=...)`` before this is called)."""
+    the user names is handled by :func:`weights_path` before this is called)."""
     assert spec.weights_file and spec.weights_url
     candidates: list[Path] = []
     env_file = os.environ.get("COMPRESSION_LAB_WEIGHTS")
@@ -249,396 +249,27 @@ def cifar10_asset_path() -> Path:
     return ASSETS / "resnet18_cifar10.pt"
 
 
-def load_model(name: str, weights: Optional[str | os.PathLike] = None, pretrained: bool = True,
-               download: bool = True) -> LoadedModel:
-    """Build a zoo model with its trained weights (or untrained when ``pretrained=False``)."""
-    spec = get_spec(name)
-    model = build_architecture(spec.arch, spec.num_classes)
-    if not pretrained:
-        return LoadedModel(model.eval(), spec, "random initialisation", trained=False)
+def _cifar10_weights() -> Path:
+    path = cifar10_asset_path()
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"{path} is missing. Re-create it with `python -m compress train-baseline "
+            "resnet18_cifar10 --data PATH/TO/cifar10-jpeg.tar.gz` (see README).")
+    return path
+
+
+# the entries whose weights ship with the project or a package (the others are torchvision's)
+_LOCAL_WEIGHTS: dict[str, Callable[[], Path]] = {
+    "efficientnet_lite0": _efficientnet_lite0_weights,
+    "resnet18_cifar10": _cifar10_weights,
+}
+
+
+def weights_path(spec: ModelSpec, weights: Optional[str | os.PathLike] = None, download: bool = True) -> Path:
+    """The trained weights file of a zoo entry: ``weights`` when the user names one, else the
+    entry's own (shipped, packaged, or resolved by :func:`resolve_torchvision_weights`).
+    :func:`compress.checkpoint.load_model` reads it safely."""
     if weights is not None:
-        path = Path(weights)
-    elif name == "efficientnet_lite0":
-        path = _efficientnet_lite0_weights()
-    elif name == "resnet18_cifar10":
-        path = cifar10_asset_path()
-        if not path.is_file():
-            raise WeightsUnavailable(
-                f"{path} is missing. Re-create it with `python -m compress train-baseline "
-                "resnet18_cifar10 --data PATH/TO/cifar10-jpeg.tar.gz` (see README).")
-    else:
-        path = resolve_torchvision_weights(spec, download=download)
-    state = read_state_dict(path)
-    load_state_into(model, state, spec.arch, spec.num_classes, source=str(path))
-    return LoadedModel(model.eval(), spec, str(path), trained=True)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state_dict with ``torch.load(weights_only=True)``; plain errors for bad files."""
-    obj = safe_torch_load(path)
-    state = unwrap_state_dict(obj)
-    if state is None:
-        raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__}).")
-    return state
-
-
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C       # the first pickle of a pre-1.6 torch.save file
-
-
-def _legacy_globals(p: Path) -> Optional[list[str]]:
-    """The classes and functions a pre-1.6 (non-zip) torch.save file refers to, read without
-    running it (``pickletools``); None when the file is not such a checkpoint."""
-    import pickletools
-    try:
-        with open(p, "rb") as f:
-            ops = list(pickletools.genops(f))          # the first pickle: the magic number
-            if not any(op.name in ("LONG1", "LONG4", "LONG") and arg == LEGACY_MAGIC for op, arg, _ in ops):
-                return None
-            found, strings = [], []
-            for _ in range(3):                          # protocol version, sys info, the object
-                for op, arg, _pos in pickletools.genops(f):
-                    if op.name == "GLOBAL":
-                        found.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        found.append(f"{strings[-2]}.{strings[-1]}")
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-            return found
-    except Exception:  # noqa: BLE001 - any parse failure means "not a legacy checkpoint"
-        return None
-
-
-def pickled_classes(p: Path) -> Optional[list[str]]:
-    """Classes/functions a torch.save file needs that ``weights_only=True`` refuses, found by
-    reading the pickle's opcodes without executing anything. None: not a torch.save file at
-    all (random bytes, a plain pickle, a truncated archive)."""
-    import zipfile
-    if zipfile.is_zipfile(p):
-        try:
-            return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
-        except Exception:  # noqa: BLE001 - a damaged archive
-            return None
-    legacy = _legacy_globals(p)
-    if legacy is None:
-        return None
-    from torch import _weights_only_unpickler as wu
-    safe = set(wu._get_allowed_globals()) | set(wu._get_user_allowed_globals())
-    return [g for g in legacy if g not in safe]
-
-
-def _unreadable(p: Path, e: Optional[BaseException] = None) -> CheckpointError:
-    """The one message for a file that is not a checkpoint at all (the loader's own error
-    text is long and about its internals, so it is not repeated)."""
-    import zipfile
-    if not p.is_file() or p.stat().st_size == 0:
-        what = "is empty (0 bytes)"
-    elif zipfile.is_zipfile(p):
-        what = "is a damaged or incomplete PyTorch archive"
-    else:
-        what = "is not a PyTorch, TorchScript or ONNX file (corrupt, truncated, or another format)"
-    return CheckpointError(
-        f"{p.name} {what}: not a readable checkpoint. Give a state_dict or project checkpoint "
-        "saved with torch.save, a TorchScript file or an ONNX model.")
-
-
-def safe_torch_load(path: str | os.PathLike):
-    """``torch.load(weights_only=True)``, turning every failure into a plain message.
-
-    Only a real torch.save pickle that refers to classes beyond plain tensors (a pickled
-    model object) is reported as :class:`UntrustedPickle` (which a user may choose to
-    trust); anything else that fails is "not a readable checkpoint"."""
-    p = Path(path)
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a folder, not a checkpoint file.")
-    if not p.is_file():
-        raise CheckpointError(f"Checkpoint {p} does not exist.")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        classes = pickled_classes(p)
-        if classes:
-            from compress.errors import UntrustedPickle
-            shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
-            raise UntrustedPickle(
-                f"{p.name} is a full pickled model, not plain weights: it refers to {shown}. Loading "
-                "it runs code stored in the file. Only if you trust where it came from, tick 'I trust "
-                "this file' (CLI: --trust-pickle).") from None
-        raise _unreadable(p, e) from None
-
-
-def unwrap_state_dict(obj) -> Optional[dict[str, torch.Tensor]]:
-    """Accept a bare state_dict or the common wrappers ({'state_dict': ...}, {'model': ...})."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-        if obj and all(isinstance(k, str) for k in obj) and all(torch.is_tensor(v) for v in obj.values()):
-            prefix = "module."
-            if all(k.startswith(prefix) for k in obj):
-                obj = {k[len(prefix):]: v for k, v in obj.items()}
-            return obj
-    return None
-
-
-CLASSIFIER_KEYS = ("fc.weight", "classifier.3.weight", "classifier.weight", "_fc.weight", "head.weight")
-
-
-def infer_num_classes(state: dict[str, torch.Tensor]) -> Optional[int]:
-    for k in CLASSIFIER_KEYS:
-        if k in state and state[k].ndim == 2:
-            return int(state[k].shape[0])
-    return None
-
-
-def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], arch: str,
-                    num_classes: int, source: str) -> None:
-    """Strict load with a message naming the mismatch (keys or shapes)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape_bad = [(k, tuple(state[k].shape), tuple(own[k].shape))
-                 for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shape_bad:
-        got_classes = infer_num_classes(state)
-        if got_classes is not None and got_classes != num_classes and not missing and not unexpected:
-            raise ArchitectureMismatch(
-                f"{Path(source).name} has a {got_classes}-class classifier, but {arch} was asked "
-                f"for with {num_classes} classes. Set the number of classes to {got_classes}.")
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if shape_bad:
-            k, a, b = shape_bad[0]
-            parts.append(f"{len(shape_bad)} shape mismatches (e.g. {k}: file {a} vs model {b})")
-        guess = guess_architecture(state)
-        hint = f" It looks like a {guess} checkpoint." if guess and guess != arch else ""
-        raise ArchitectureMismatch(
-            f"{Path(source).name} does not fit {arch}: {'; '.join(parts)}.{hint}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-
-def guess_architecture(state: dict[str, torch.Tensor]) -> Optional[str]:
-    """Which known architecture these keys and shapes fit, if any."""
-    n = infer_num_classes(state) or 1000
-    for arch in ARCHITECTURES:
-        try:
-            with torch.device("meta"):      # shapes only: no memory, no initialisation
-                own = ARCHITECTURES[arch](n).state_dict()
-        except Exception:
-            continue
-        if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
-            return arch
-    return None
-
-
-def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,
-                    num_classes: Optional[int] = None, trust_pickle: bool = False,
-                    like: Optional[str] = None) -> LoadedModel:
-    """Load a user's checkpoint: a state_dict for a known architecture, a TorchScript file,
-    a project artifact, or (only with ``trust_pickle``) a full pickled nn.Module.
-
-    ``like`` names a zoo entry whose preprocessing and class names the model uses
-    (default: the entry of that architecture, or resnet18_cifar10 for 10 classes).
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a folder, not a checkpoint file.")
-    if not p.is_file():
-        raise CheckpointError(f"Checkpoint {p} does not exist.")
-    if p.stat().st_size == 0:
-        raise _unreadable(p)
-    if p.suffix.lower() == ".onnx":
-        return _load_onnx(p, like, num_classes)
-    if p.suffix.lower() in (".pte", ".pt2"):
-        return _load_program(p, like, arch, num_classes)
-    if _is_torchscript(p):
-        try:
-            model = torch.jit.load(str(p), map_location="cpu")
-        except Exception as e:
-            raise CheckpointError(f"{p.name} looks like TorchScript but does not load: {e}") from None
-        spec = _spec_for(like, arch, num_classes)
-        return LoadedModel(model.eval(), spec, str(p))
-    try:
-        obj = safe_torch_load(p)
-    except CheckpointError as e:
-        from compress.errors import UntrustedPickle
-        if isinstance(e, UntrustedPickle) and trust_pickle:
-            try:
-                obj = torch.load(p, map_location="cpu", weights_only=False)  # user consented
-            except Exception as err:  # noqa: BLE001 - the file's own code or a damaged file
-                raise CheckpointError(f"{p.name} could not be unpickled even with trust: "
-                                      f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
-                                      ) from None
-            if not isinstance(obj, nn.Module):
-                raise CheckpointError(f"{p.name} unpickled to a {type(obj).__name__}, not a model.")
-            return LoadedModel(obj.eval(), _spec_for(like, arch, num_classes), str(p))
-        raise
-    if isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT:
-        return _load_artifact(obj, p)
-    state = unwrap_state_dict(obj)
-    if state is None:
-        raise CheckpointError(f"{p.name} holds a {type(obj).__name__}, not model weights.")
-    inferred = infer_num_classes(state)
-    if arch is None:
-        arch = guess_architecture(state)
-        if arch is None:
-            raise ArchitectureMismatch(
-                f"{p.name} fits none of the known architectures ({', '.join(ARCHITECTURES)}). "
-                "Choose the architecture it was trained with.")
-    if num_classes is None:
-        num_classes = inferred or 1000
-    model = build_architecture(arch, num_classes)
-    load_state_into(model, state, arch, num_classes, source=str(p))
-    return LoadedModel(model.eval(), _spec_for(like, arch, num_classes), str(p))
-
-
-ARTIFACT_FORMAT = "compression-lab/checkpoint-v1"
-
-
-def save_artifact(loaded: LoadedModel, path: str | os.PathLike, meta: Optional[dict] = None) -> Path:
-    """The project's own checkpoint: architecture name, class count, zoo entry and weights.
-
-    Only tensors and plain data, so it loads back with ``weights_only=True``. Channel-pruned
-    models round-trip too: loading resizes the layers to the saved shapes.
-    """
-    blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
-            "num_classes": loaded.spec.num_classes, "meta_json": json.dumps(meta or {}),
-            "state_dict": loaded.model.state_dict()}
-    if hasattr(path, "write"):          # a file object, e.g. BytesIO for a download button
-        torch.save(blob, path)
-        return path
-    torch.save(blob, Path(path))
-    return Path(path)
-
-
-def reshape_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize Conv2d / BatchNorm / Linear layers in place to the shapes in ``state``.
-
-    A channel-pruned model differs from its architecture only in these shapes, so this
-    rebuilds it from plain tensors (no pickled modules, ``weights_only=True`` safe).
-    """
-    for name, m in model.named_modules():
-        w = state.get(f"{name}.weight" if name else "weight")
-        if w is None or w.shape == getattr(m, "weight", torch.empty(0)).shape:
-            continue
-        if isinstance(m, nn.Conv2d):
-            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-            m.out_channels = w.shape[0]
-            if depthwise:
-                m.groups = m.in_channels = w.shape[0]
-            else:
-                m.in_channels = w.shape[1] * m.groups
-            m.weight = nn.Parameter(torch.empty_like(w, dtype=torch.float32))
-            if m.bias is not None:
-                m.bias = nn.Parameter(torch.empty(w.shape[0]))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            c = w.shape[0]
-            m.num_features = c
-            m.weight = nn.Parameter(torch.empty(c))
-            m.bias = nn.Parameter(torch.empty(c))
-            m.running_mean = torch.zeros(c)
-            m.running_var = torch.ones(c)
-        elif isinstance(m, nn.Linear):
-            m.out_features, m.in_features = w.shape
-            m.weight = nn.Parameter(torch.empty_like(w, dtype=torch.float32))
-            if m.bias is not None:
-                m.bias = nn.Parameter(torch.empty(w.shape[0]))
-    return model
-
-
-def _load_artifact(blob: dict, p: Path) -> LoadedModel:
-    arch, n = blob.get("arch"), blob.get("num_classes")
-    if arch not in ARCHITECTURES or not isinstance(n, int):
-        raise CheckpointError(f"{p.name} is a Compression Lab artifact with an unknown "
-                              f"architecture {arch!r}.")
-    model = build_architecture(arch, n)
-    reshape_to_state_dict(model, blob["state_dict"])
-    load_state_into(model, blob["state_dict"], arch, n, source=str(p))
-    entry = blob.get("zoo_entry")
-    spec = ZOO[entry] if entry in ZOO and ZOO[entry].num_classes == n else _spec_for(None, arch, n)
-    return LoadedModel(model.eval(), spec, str(p))
-
-
-ONNX_ZOO_KEY = "compression_lab.zoo_entry"     # ONNX metadata: the zoo entry a model belongs to
-
-
-def _load_onnx(p: Path, like: Optional[str], num_classes: Optional[int]) -> LoadedModel:
-    """An ONNX file (e.g. a run's ONNX Runtime INT8 model), run in ONNX Runtime. Its zoo
-    entry comes from ``like``, else from the file's metadata, else from its class count."""
-    import onnx
-    from compress.quantize import OrtModel
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-        dims = proto.graph.output[0].type.tensor_type.shape.dim
-        n = dims[-1].dim_value if dims and dims[-1].dim_value > 0 else None
-        meta = {m.key: m.value for m in proto.metadata_props}
-        model = OrtModel(p.read_bytes())
-    except Exception as e:  # noqa: BLE001 - any decoder failure is "not readable"
-        raise CheckpointError(f"{p.name} is not a readable ONNX model ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}).") from None
-    like = like or (meta.get(ONNX_ZOO_KEY) if meta.get(ONNX_ZOO_KEY) in ZOO else None)
-    if like and ZOO[like].num_classes == (num_classes or n or ZOO[like].num_classes):
-        spec = ZOO[like]
-    else:
-        spec = _spec_for(like, None, num_classes or n)
-    return LoadedModel(model.eval(), spec, str(p))
-
-
-def _load_program(p: Path, like: Optional[str], arch: Optional[str], num_classes: Optional[int]) -> LoadedModel:
-    """An ExecuTorch program (.pte, run by the ExecuTorch runtime) or a torch.export program
-    (.pt2, e.g. a run's PT2E INT8 model, compiled by TorchInductor on first use). A .pt2 is
-    opened only if every tensor file inside it loads with ``weights_only=True``:
-    ``torch.export.load`` would otherwise fall back to full unpickling."""
-    import zipfile
-    from compress.quantize import ExecuTorchModel, InductorModel
-    try:
-        if p.suffix.lower() == ".pte":
-            model = ExecuTorchModel(p.read_bytes())
-        else:
-            import io as _io
-            with zipfile.ZipFile(p) as z:
-                for name in z.namelist():
-                    if name.endswith(".pt"):
-                        torch.load(_io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
-            from torchao.quantization.pt2e import allow_exported_model_train_eval
-            graph = torch.export.load(str(p)).module()
-            allow_exported_model_train_eval(graph)
-            model = InductorModel(graph)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is "not readable"
-        raise CheckpointError(f"{p.name} is not a readable {'ExecuTorch' if p.suffix == '.pte' else 'torch.export'} "
-                              f"program ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}).") from None
-    spec = _spec_for(like, arch, num_classes)
-    return LoadedModel(model.eval(), spec, str(p))
-
-
-def _is_torchscript(p: Path) -> bool:
-    import zipfile
-    if not zipfile.is_zipfile(p):
-        return False
-    try:
-        with zipfile.ZipFile(p) as z:
-            return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
-def _spec_for(like: Optional[str], arch: Optional[str], num_classes: Optional[int]) -> ModelSpec:
-    """Preprocessing and class names for a user model: from ``like`` or the closest zoo entry."""
-    if like:
-        base = get_spec(like)
-    elif num_classes == 10:
-        base = ZOO["resnet18_cifar10"]
-    elif arch in ZOO and (num_classes in (None, ZOO[arch].num_classes)):
-        base = ZOO[arch]
-    else:
-        base = ZOO["resnet18"]
-    n = num_classes or base.num_classes
-    cats = base.categories if len(base.categories) == n else tuple(f"class {i}" for i in range(n))
-    return ModelSpec(name=f"user:{arch or 'model'}", description="A checkpoint you loaded.",
-                     arch=arch or base.arch, num_classes=n, preprocess=base.preprocess,
-                     weights_source="user file", categories=cats)
+        return Path(weights)
+    local = _LOCAL_WEIGHTS.get(spec.name)
+    return local() if local is not None else resolve_torchvision_weights(spec, download=download)

@@ -9,4 +9,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium could not be installed: the browser test will skip"
 fi
+# The engine's layers: an upward import or a cycle fails here (docs/architecture.md).
+.venv/bin/lint-imports --no-logo --no-cache
 exec .venv/bin/python -m pytest -q -ra tests "$@"

@@ -47,7 +47,7 @@ def chelsea_png(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def lite0():
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     return load_model("efficientnet_lite0")
 
 

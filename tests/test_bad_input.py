@@ -181,7 +181,7 @@ def broken(tmp_path_factory):
 
 
 def test_every_broken_file_is_a_message_as_a_checkpoint_and_none_asks_for_trust(broken):
-    from compress.zoo import load_checkpoint
+    from compress.checkpoint import load_checkpoint
     assert len(broken) >= 20
     for name, path in broken.items():
         for trust in (False, True):
@@ -194,7 +194,7 @@ def test_every_broken_file_is_a_message_as_a_checkpoint_and_none_asks_for_trust(
 
 
 def test_only_a_real_pickled_model_asks_for_trust(tmp_path):
-    from compress.zoo import load_checkpoint
+    from compress.checkpoint import load_checkpoint
     for legacy in (False, True):
         p = tmp_path / f"module-{legacy}.pt"
         torch.save(torch.nn.Linear(2, 2), p, _use_new_zipfile_serialization=not legacy)

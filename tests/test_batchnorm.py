@@ -11,8 +11,10 @@ from compress import data as D
 from compress import pipeline
 from compress import prune as P
 from compress.measure import evaluate
+from compress.prune.batchnorm import _kept_channels
 from compress.recipe import DataRef, MeasureRef, Recipe, RecipeError, validate
-from compress.zoo import load_model, sample_data_path
+from compress.checkpoint import load_model
+from compress.zoo import sample_data_path
 
 CPU = torch.device("cpu")
 
@@ -64,7 +66,7 @@ def test_difference_form_keeps_an_unpruned_model_and_beats_few_photos(cifar_samp
     assert all(not torch.allclose(a[0], ref[n][0], atol=1e-4) for n, a in _bn_state(scratch).items())
     pruned, _ = P.prune_structured(model, P.StructuredConfig(ratio=0.5), loaded.spec.input_size)
     bn = dict(pruned.named_modules())["layer2.0.bn1"]
-    idx = P._kept_channels(bn, dict(model.named_modules())["layer2.0.bn1"])
+    idx = _kept_channels(bn, dict(model.named_modules())["layer2.0.bn1"])
     assert idx is not None and len(idx) == bn.num_features == 64 and bool((idx.diff() > 0).all())
     diff, _ = P.with_reestimated_batchnorm(pruned, sets.scoring_batches(256), 256, reference=model)
     plain, _ = P.with_reestimated_batchnorm(pruned, sets.scoring_batches(256), 256)
@@ -73,7 +75,7 @@ def test_difference_form_keeps_an_unpruned_model_and_beats_few_photos(cifar_samp
     # a BatchNorm trained since pruning no longer matches: it is estimated from scratch
     with torch.no_grad():
         bn.weight.add_(0.01)
-    assert P._kept_channels(bn, dict(model.named_modules())["layer2.0.bn1"]) is None
+    assert _kept_channels(bn, dict(model.named_modules())["layer2.0.bn1"]) is None
 
 
 def test_too_few_photos_or_no_batchnorm_change_nothing():

@@ -38,8 +38,8 @@ def test_profile_without_data_scores_the_bundled_sample_and_data_none_scores_not
     r = run_cli("profile", "--model", "efficientnet_lite0", "--runs", "3", "--warmup", "1", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["accuracy"] is None      # ImageNet: no bundled sample
     r = run_cli("profile", "--model", "resnet18_cifar10", "--runs", "3", "--warmup", "1", "--limit", "100")
-    assert r.returncode == 0 and "latency median / p90" in r.stdout
-    assert "n=100" in r.stdout and "bundled sample" in r.stdout
+    assert r.returncode == 0 and "Latency, median" in r.stdout and "Latency, p90" in r.stdout
+    assert "n = 100 images" in r.stdout and "bundled sample" in r.stdout
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -93,7 +93,7 @@ def test_run_prunes_and_reports_before_after_and_steps(cifar_asset, cifar_tar, t
     assert steps[0]["config"]["criterion"] == "taylor" and len(steps[0]["report"]) == 2
     assert abs(steps[1]["report"]["global_sparsity"] - 0.2) < 0.01
     assert out["artifacts"]["checkpoint"] == str(out_path)
-    from compress.zoo import load_checkpoint
+    from compress.checkpoint import load_checkpoint
     from compress.measure import count_params
     assert count_params(load_checkpoint(out_path).model)[0] == after["params"]
 

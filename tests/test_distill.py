@@ -47,7 +47,7 @@ def _batches(x, y, seed=0):
 
 
 def test_distillation_on_real_images_lowers_the_loss(cifar_asset, tiny):
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     from compress.prune import StructuredConfig, prune_structured
     teacher = load_model("resnet18_cifar10").model
     student, _ = prune_structured(teacher, StructuredConfig(ratio=0.5), (3, 32, 32))
@@ -66,7 +66,7 @@ def test_distillation_on_real_images_lowers_the_loss(cifar_asset, tiny):
 
 def test_label_free_mode_trains_on_an_unlabelled_folder(cifar_asset, tiny, tmp_path):
     from PIL import Image
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     x, _ = tiny
     for i in range(24):
         Image.fromarray(x[i].permute(1, 2, 0).numpy()).save(tmp_path / f"photo{i}.png")
@@ -188,7 +188,7 @@ def test_teacher_for_another_task_or_without_weights_is_a_message():
 def test_recover_trains_only_what_pruning_changed_and_returns_a_new_model(cifar_asset, tiny):
     from compress.distill import RecoverConfig, changed_layers, recover
     from compress.prune import StructuredConfig, prune_structured
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     original = load_model("resnet18_cifar10").model
     pruned, _ = prune_structured(original, StructuredConfig(ratio=0.5, only_layers=("layer3.0.conv1",)),
                                  (3, 32, 32))
@@ -261,7 +261,7 @@ def test_attention_transfer_pulls_the_stage_maps_towards_the_teacher(cifar_asset
     import copy
     from compress.distill import _StageRecorder, attention_map, stage_ends
     from compress.prune import StructuredConfig, prune_structured
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     teacher = load_model("resnet18_cifar10").model
     start, _ = prune_structured(teacher, StructuredConfig(ratio=0.5, protected=("fc",)), (3, 32, 32))
     x, y = tiny
@@ -296,3 +296,22 @@ def test_attention_transfer_needs_the_original_as_teacher():
         validate_recover(replace(RecoverConfig(), attention=100.0, teacher="resnet18"))
     with pytest.raises(DistillError, match="Warm-up"):
         validate_recover(replace(RecoverConfig(), epochs=2, warmup_epochs=3.0))
+
+
+def test_recovery_methods_registry_says_what_each_needs():
+    """Every reader (validation, the pipeline, reports, the Distill page) asks the entry, not the name."""
+    from compress.distill import RECOVERY_METHODS, RecoverConfig, validate_recover
+    assert list(RECOVERY_METHODS) == ["distill", "finetune"]
+    kd, ft = RECOVERY_METHODS["distill"], RECOVERY_METHODS["finetune"]
+    assert kd.uses_teacher and not ft.uses_teacher
+    assert not kd.needs_labels(RecoverConfig(alpha=1.0)) and kd.needs_labels(RecoverConfig(alpha=0.9))
+    assert ft.needs_labels(RecoverConfig(method="finetune", alpha=1.0))
+    assert (kd.noun, kd.past, ft.noun, ft.past) == ("distillation", "distilled", "fine-tuning", "fine-tuned")
+    for m in RECOVERY_METHODS.values():
+        assert m.description and m.label and callable(m.handler)
+    assert RecoverConfig(teacher="resnet34").zoo_teacher == "resnet34"
+    assert RecoverConfig().zoo_teacher is None                          # the original is not loaded
+    assert RecoverConfig(method="finetune", teacher="resnet34").zoo_teacher is None
+    validate_recover(RecoverConfig(method="finetune", temperature=0.0))  # a teacher's settings do not apply
+    with pytest.raises(DistillError, match="Temperature"):
+        validate_recover(RecoverConfig(temperature=0.0))

@@ -1,4 +1,4 @@
-"""The slider's estimate is computed from channel counts (compress.estimate), and it must
+"""The slider's estimate is computed from channel counts (compress.prune.estimate), and it must
 equal what a real prune gives: parameters counted on the pruned model, MACs counted by
 thop on it, over a grid of ratios and settings on the three zoo architectures."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from compress import prune as P
-from compress.estimate import counter_for
+from compress.prune.estimate import counter_for
 from compress.measure import count_macs, count_params
 from compress.zoo import build_architecture
 

@@ -96,7 +96,8 @@ def test_saliency_maps_are_the_photos_size_and_differ_between_two_models(runs, l
     inside = m.values[top:bottom, left:right]
     assert inside.min() >= 0 and inside.max() == pytest.approx(1.0) and inside.std() > 0.05
     # the original and its pruned copy (run 1) on a CIFAR-sized view of the same photo
-    from compress.zoo import get_spec, load_model
+    from compress.checkpoint import load_model
+    from compress.zoo import get_spec
     cifar = get_spec("resnet18_cifar10")
     original = load_model("resnet18_cifar10").model
     a, b = saliency.explain([("original", original), ("pruned", res.model)], photo, cifar.preprocess,
@@ -113,7 +114,8 @@ def test_int8_models_are_explained_by_occlusion_and_grad_cam_on_them_is_a_messag
     import torch
 
     from compress import quantize, saliency
-    from compress.zoo import get_spec, load_model
+    from compress.checkpoint import load_model
+    from compress.zoo import get_spec
     spec = get_spec("resnet18_cifar10")
     original = load_model("resnet18_cifar10").model
     photo = _photo((64, 64))

@@ -14,7 +14,7 @@ from compress.history import History
 from compress.prune import StructuredConfig, prune_structured
 from compress.quantize import QuantConfig, quantize
 from compress.recipe import DataRef, ExportRef, MeasureRef, Recipe
-from compress.zoo import load_model
+from compress.checkpoint import load_model
 from test_cli import run_cli
 
 FAST = MeasureRef(device="cpu", runs=3, warmup=1)
@@ -85,7 +85,7 @@ def test_float_and_pruned_exports_load_back_and_agree(cifar, tmp_path):
         e = export(pruned, fmt, tmp_path / f"m.{fmt}", (3, 32, 32), batches, loaded=loaded)
         _check(e)
     back = load_model("resnet18_cifar10")       # the zoo loads the project checkpoint back
-    from compress.zoo import load_checkpoint
+    from compress.checkpoint import load_checkpoint
     assert sum(p.numel() for p in load_checkpoint(str(tmp_path / "m.checkpoint")).model.parameters()) == \
         sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in back.model.parameters())
 

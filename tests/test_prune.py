@@ -20,7 +20,7 @@ def r18():
                                        ("resnet18_cifar10", 32)])
 def test_forward_works_and_output_shape_is_unchanged(arch, size):
     if arch == "resnet18_cifar10":                  # the project's trained model
-        from compress.zoo import load_model
+        from compress.checkpoint import load_model
         m = load_model(arch).model
     else:
         m = build_architecture(arch, 10).eval()
@@ -112,7 +112,7 @@ def test_unstructured_sparsity_matches_request(r18, amount, scope):
 
 @pytest.mark.parametrize("what", ["macs", "params"])
 def test_target_reduction_is_hit_within_two_points(r18, what):
-    from compress.prune import _cost
+    from compress.prune.structured import _cost
     p, _ = prune_structured(r18, StructuredConfig(target=what, target_reduction=0.4), (3, 32, 32))
     red = 1 - _cost(p, what, (3, 32, 32)) / _cost(r18, what, (3, 32, 32))
     assert abs(red - 0.4) <= 0.02, red
@@ -125,14 +125,14 @@ def test_unreachable_target_says_so(r18):
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_large", "efficientnet_lite0"])
 def test_pruned_model_saves_and_loads_back_identically(tmp_path, arch):
-    from compress import zoo
+    from compress import checkpoint, zoo
     m = build_architecture(arch, 10).eval()
     p, _ = prune_structured(m, StructuredConfig(ratio=0.4), (3, 64, 64))
     spec = zoo.ModelSpec(name="t", description="", arch=arch, num_classes=10,
                          preprocess=zoo.ZOO["resnet18"].preprocess, weights_source="test",
                          categories=tuple(str(i) for i in range(10)))
-    path = zoo.save_artifact(zoo.LoadedModel(p, spec, "test"), tmp_path / "pruned.pt")
-    back = zoo.load_checkpoint(path)
+    path = checkpoint.save_artifact(zoo.LoadedModel(p, spec, "test"), tmp_path / "pruned.pt")
+    back = checkpoint.load_checkpoint(path)
     x = torch.randn(2, 3, 64, 64)
     assert count_params(back.model)[0] == count_params(p)[0] < count_params(m)[0]
     assert torch.equal(back.model(x), p(x))

@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 def cifar(cifar_asset, cifar_tar):
     """The trained CIFAR-10 model, 64 calibration images and 192 other evaluation images."""
     from compress import data as D
-    from compress.zoo import load_model
+    from compress.checkpoint import load_model
     lm = load_model("resnet18_cifar10")
     sets = D.eval_sets(cifar_tar, lm.spec.preprocess.transform(), 10, lm.spec.name, limit=192,
                        seed=0, n_scoring=64, batch_size=64)
@@ -231,7 +231,7 @@ def test_ort_int8_weight_width_is_chosen_per_cpu(cifar, monkeypatch, vnni):
     assert [v.reduce_range for v in Q.ort_int8_variants("minmax", True)] == [False]
     assert len(Q.ort_int8_variants("auto", False)) == 4
     assert [v.reduce_range for v in Q.ort_int8_variants("minmax", False, weight_bits=7)] == [True]
-    monkeypatch.setattr(Q, "cpu_has_vnni", lambda: vnni)
+    monkeypatch.setattr(Q.ort, "cpu_has_vnni", lambda: vnni)      # where ort-int8 asks
     model, sets = cifar
     q = quantize(model, QuantConfig(mode="ort-int8", calibration=32, observer="minmax"), (3, 32, 32), sets.scoring)
     note = next(n for n in q.notes if n.startswith("INT8 settings"))
@@ -249,7 +249,7 @@ def test_ort_int8_weight_width_is_chosen_per_cpu(cifar, monkeypatch, vnni):
 def test_same_padding_convs_become_plain_so_fx_fuses_their_batchnorms():
     from torch.ao.quantization import QConfigMapping
     from torch.ao.quantization.quantize_fx import prepare_fx
-    from compress.quantize import _qconfig, standard_convs
+    from compress.quantize.fx import qconfig, standard_convs
     m = build_architecture("efficientnet_lite0", 10).eval()
     plain, n = standard_convs(m, (3, 64, 64))
     assert n == sum(1 for c in m.modules() if isinstance(c, nn.Conv2d))
@@ -257,7 +257,7 @@ def test_same_padding_convs_become_plain_so_fx_fuses_their_batchnorms():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(m(x), plain(x), atol=1e-5)
-    qmap = QConfigMapping().set_global(_qconfig(QuantConfig()))
+    qmap = QConfigMapping().set_global(qconfig(QuantConfig()))
     for model, expect_bn in ((m, True), (plain, False)):
         p = prepare_fx(model, qmap, (x[:1],))
         left = [n for n in p.graph.nodes if n.op == "call_module"
@@ -313,7 +313,7 @@ def test_executorch_int8_through_pt2e_agrees_and_exports_its_own_program(cifar, 
 
 def test_pt2e_int8_is_compiled_small_agrees_and_loads_back_safely(cifar, tmp_path):
     from compress.pipeline import save_model
-    from compress.zoo import load_checkpoint, load_model
+    from compress.checkpoint import load_checkpoint, load_model
     model, sets = cifar
     q = quantize(model, QuantConfig(mode="pt2e", calibration=32), (3, 32, 32), sets.scoring)
     assert q.runtime == "PyTorch INT8 (PT2E, Inductor)" and q.pt2 is not None and q.size_bytes == len(q.pt2)
@@ -344,13 +344,13 @@ def test_an_ort_variant_that_fails_leaves_the_others_and_all_failing_is_a_messag
     """Percentile calibration raised 'Too many bins for data range' on an untrained
     mobilenet_v3_large (bench/quant_bench.py): the automatic choice goes on without it."""
     from compress import quantize as Q
-    real = Q._ort_int8_once
+    real = Q.ort._ort_int8_once
 
     def percentile_breaks(pre, dst, calib, cfg, exclude, v):
         if v.observer == "histogram":
             raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
         return real(pre, dst, calib, cfg, exclude, v)
-    monkeypatch.setattr(Q, "_ort_int8_once", percentile_breaks)
+    monkeypatch.setattr(Q.ort, "_ort_int8_once", percentile_breaks)
     model, sets = cifar
     q = quantize(model, QuantConfig(mode="ort-int8", calibration=16, weight_bits=8), (3, 32, 32), sets.scoring)
     assert q.ort_variant.observer == "minmax"
@@ -390,3 +390,29 @@ def test_bias_correction_cancels_the_mean_shift_of_8bit_weights():
         after = (first_layer_mean(int8_weights(fixed)) - ref).abs().mean()
     assert n == 2
     assert after < 0.2 * before, (before, after)
+
+
+def test_cancelling_a_keep_by_accuracy_ranking_through_an_event_stops_cleanly():
+    """A job's cancel flag is a threading.Event (``is_set()``), not a callable: set while
+    layers are ranked by measured agreement, it ends the run with Cancelled."""
+    import threading
+    from compress.progress import Cancelled
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    calib = [(torch.randn(4, 3, 16, 16), torch.zeros(4, dtype=torch.long))]
+    cancel = threading.Event()
+    ranked = []
+
+    def on_progress(ev):
+        if ev.stage == "rank":
+            ranked.append(ev.message)
+            cancel.set()
+    cfg = QuantConfig(mode="static", calibration=4, keep_worst=1, keep_rank="accuracy")
+    with pytest.raises(Cancelled, match="cancelled while ranking layers"):
+        quantize(model, cfg, (3, 16, 16), calib, on_progress=on_progress, cancel=cancel)
+    assert len(ranked) == 1                                  # stopped before the first candidate ran
+    cancel.clear()                                           # an Event never set lets the ranking finish
+    q = quantize(model, cfg, (3, 16, 16), calib, cancel=cancel)
+    assert any("ranked by measured agreement" in n for n in q.notes)

@@ -122,3 +122,15 @@ def test_unwritable_history_path_is_a_message(tmp_path):
     blocker.write_text("x")
     with pytest.raises(HistoryError, match="cannot be written"):
         History(blocker / "h.sqlite")                            # a file where a folder should be
+
+
+def test_export_formats_are_one_registry():
+    from compress.export import FORMATS, ExportError, export
+    from compress.recipe import validate
+    from compress.zoo import build_architecture
+    assert list(FORMATS) == ["checkpoint", "torchscript", "onnx", "executorch", "tensorrt"]
+    assert {f.suffix for f in FORMATS.values()} == {".pt", ".ts.pt", ".onnx", ".pte", ".trt.ts"}
+    assert all(f.description and f.runtime and f.needs and callable(f.handler) for f in FORMATS.values())
+    with pytest.raises(ExportError, match="Unknown export format 'gif'.*checkpoint, torchscript"):
+        export(build_architecture("resnet18", 10), "gif", "/tmp/x.gif", (3, 32, 32), [])
+    validate(Recipe(export=ExportRef(formats=tuple(FORMATS))))          # every registered format is a recipe's

@@ -16,7 +16,7 @@ from compress.history import History
 from compress.prune import StructuredConfig, UnstructuredConfig
 from compress.quantize import QuantConfig
 from compress.recipe import DataRef, MeasureRef, Recipe
-from compress.zoo import load_model
+from compress.checkpoint import load_model
 from conftest import ROOT
 from test_cli import run_cli
 

@@ -12,7 +12,7 @@ import torch
 from compress import measure as M
 from compress.prune import StructuredConfig, prune_structured
 from compress.report import BUSY, speed_phrase, summary
-from compress.zoo import load_model
+from compress.checkpoint import load_model
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from compress import zoo
+from compress import checkpoint, zoo
 from compress.errors import ArchitectureMismatch, CheckpointError, UnknownModel, UntrustedPickle, WeightsUnavailable
 from compress.images import classify
 from compress.measure import count_macs, count_params
@@ -42,7 +42,7 @@ def test_missing_resnet18_weights_offline_names_file_and_place(tmp_path, monkeyp
         raise urllib.error.URLError("network is unreachable")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(WeightsUnavailable) as e:
-        zoo.load_model("resnet18")
+        checkpoint.load_model("resnet18")
     msg = str(e.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path) in msg and "--weights" in msg
 
@@ -54,13 +54,13 @@ def test_resnet18_weights_resolve_from_hub_cache_then_user_dir(tmp_path, monkeyp
     cache.mkdir(parents=True)
     ref = torchvision.models.resnet18()
     torch.save(ref.state_dict(), cache / "resnet18-f37072fd.pth")
-    loaded = zoo.load_model("resnet18", download=False)
+    loaded = checkpoint.load_model("resnet18", download=False)
     assert loaded.weights_origin.endswith("hub/checkpoints/resnet18-f37072fd.pth")
     assert torch.equal(loaded.model.fc.weight, ref.fc.weight)
     other = torchvision.models.resnet18()
     user = tmp_path / "mine.pth"
     torch.save(other.state_dict(), user)
-    loaded = zoo.load_model("resnet18", weights=user)
+    loaded = checkpoint.load_model("resnet18", weights=user)
     assert torch.equal(loaded.model.fc.weight, other.fc.weight)
 
 
@@ -75,7 +75,7 @@ def test_efficientnet_lite0_is_real_and_offline(lite0, chelsea_png):
 
 def test_shipped_cifar10_baseline_loads_and_records_its_accuracy(cifar_asset):
     path = cifar_asset
-    loaded = zoo.load_model("resnet18_cifar10")
+    loaded = checkpoint.load_model("resnet18_cifar10")
     assert loaded.trained and loaded.spec.num_classes == 10
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["test_accuracy"]["n"] == 10000
@@ -89,7 +89,7 @@ def test_state_dict_checkpoint_infers_classes_and_architecture(tmp_path):
     ref = torchvision.models.resnet18(num_classes=7)
     p = tmp_path / "r18.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, p)
-    loaded = zoo.load_checkpoint(p)
+    loaded = checkpoint.load_checkpoint(p)
     assert loaded.spec.arch == "resnet18" and loaded.spec.num_classes == 7
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(loaded.model(x), ref.eval()(x))
@@ -99,7 +99,7 @@ def test_wrong_architecture_names_the_mismatch(tmp_path):
     p = tmp_path / "r34.pt"
     torch.save(torchvision.models.resnet34().state_dict(), p)
     with pytest.raises(ArchitectureMismatch) as e:
-        zoo.load_checkpoint(p, arch="resnet18")
+        checkpoint.load_checkpoint(p, arch="resnet18")
     assert "does not fit resnet18" in str(e.value) and "resnet34" in str(e.value)
 
 
@@ -107,20 +107,20 @@ def test_wrong_class_count_names_both_counts(tmp_path):
     p = tmp_path / "r18_10.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), p)
     with pytest.raises(ArchitectureMismatch, match="10-class.*1000 classes"):
-        zoo.load_checkpoint(p, arch="resnet18", num_classes=1000)
+        checkpoint.load_checkpoint(p, arch="resnet18", num_classes=1000)
 
 
 def test_corrupt_and_truncated_checkpoints_are_rejected_plainly(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        zoo.load_checkpoint(bad)
+        checkpoint.load_checkpoint(bad)
     good = tmp_path / "good.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), good)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError):
-        zoo.load_checkpoint(cut)
+        checkpoint.load_checkpoint(cut)
 
 
 def test_full_pickle_needs_explicit_trust(tmp_path):
@@ -128,8 +128,8 @@ def test_full_pickle_needs_explicit_trust(tmp_path):
     model = torchvision.models.resnet18(num_classes=10).eval()
     torch.save(model, p)
     with pytest.raises(UntrustedPickle, match="I trust this file"):
-        zoo.load_checkpoint(p)
-    loaded = zoo.load_checkpoint(p, trust_pickle=True)
+        checkpoint.load_checkpoint(p)
+    loaded = checkpoint.load_checkpoint(p, trust_pickle=True)
     x = torch.randn(1, 3, 32, 32)
     assert torch.allclose(loaded.model(x), model(x))
 
@@ -139,15 +139,39 @@ def test_torchscript_and_own_artifact_round_trip(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     ts = tmp_path / "m.ts"
     torch.jit.save(torch.jit.trace(model, x), ts)
-    loaded = zoo.load_checkpoint(ts, like="resnet18_cifar10")
+    loaded = checkpoint.load_checkpoint(ts, like="resnet18_cifar10")
     assert torch.allclose(loaded.model(x), model(x), atol=1e-5)
     art = tmp_path / "art.pt"
-    zoo.save_artifact(zoo.LoadedModel(model, zoo.ZOO["resnet18_cifar10"], "test"), art, {"note": "x"})
-    back = zoo.load_checkpoint(art)
+    checkpoint.save_artifact(zoo.LoadedModel(model, zoo.ZOO["resnet18_cifar10"], "test"), art, {"note": "x"})
+    back = checkpoint.load_checkpoint(art)
     assert back.spec.name == "resnet18_cifar10"
     assert torch.allclose(back.model(x), model(x))
 
 
 def test_untrained_weights_are_labelled():
-    loaded = zoo.load_model("resnet18", pretrained=False)
+    loaded = checkpoint.load_model("resnet18", pretrained=False)
     assert not loaded.trained and "UNTRAINED" in loaded.weights_note
+
+
+@pytest.mark.parametrize("kind", ["pytorch", "torchscript", "onnx"])
+def test_a_model_saved_by_kind_is_recognised_and_loads_back(tmp_path, kind):
+    model = zoo.build_architecture("resnet18", 10).eval()
+    spec = zoo.ZOO["resnet18_cifar10"]
+    path = checkpoint.save(kind, model, spec, tmp_path, meta={"run_id": 1})
+    assert path.name == checkpoint.ARTIFACT_KINDS[kind].file_name
+    assert checkpoint.kind_of(path) == kind
+    back = checkpoint.load_checkpoint(path, like="resnet18_cifar10")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(back.model(x), model(x), atol=1e-4)
+    if kind != "torchscript":            # the project checkpoint and ONNX carry their zoo entry
+        assert checkpoint.load_checkpoint(path).spec.name == "resnet18_cifar10"
+
+
+def test_artifact_kinds_by_name_and_programs_need_their_bytes(tmp_path):
+    assert [checkpoint.kind_of(n) for n in ("m.ONNX", "m.pte", "m.pt2", "m.pth")] == ["onnx", "pte", "pt2", "pytorch"]
+    assert checkpoint.carried("pte", b"x") == {"pte": b"x"} and checkpoint.carried("pytorch", b"x") == {}
+    with pytest.raises(CheckpointError, match="carries no ExecuTorch program"):
+        checkpoint.save("pte", zoo.build_architecture("resnet18", 10), zoo.ZOO["resnet18_cifar10"], tmp_path)
+    with pytest.raises(CheckpointError, match="Unknown model file kind"):
+        checkpoint.save("gif", None, zoo.ZOO["resnet18_cifar10"], tmp_path)
+

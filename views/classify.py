@@ -7,7 +7,7 @@ import streamlit as st
 from compress import charts, saliency
 from compress.errors import CompressError
 from compress.images import MAX_PIXELS, classify_side_by_side, read_image
-from compress.report import BUSY, times_faster
+from compress.report import photo as photo_report
 from views.common import current, current_device, require_model
 
 loaded = require_model()
@@ -32,11 +32,7 @@ if photo is not None:
         st.stop()
     if device is not None:
         comp = current()
-        models = [("Original", loaded.model, device)]
-        if comp is not None:
-            # a quantized model runs where its runtime runs (CPU for INT8 and ONNX Runtime)
-            models.append((f"Compressed: {comp.label}", comp.module,
-                           getattr(comp.model, "device", device) if comp.quantized else device))
+        models = photo_report.photo_models(loaded.model, comp, device)
         st.image(image, caption=f"{image.width}×{image.height}", width=320)
         side = classify_side_by_side(models, image, spec.preprocess.transform(), spec.categories)
         preds = []
@@ -47,25 +43,11 @@ if photo is not None:
             preds.append(pred)
             col.markdown(f"#### {title}")
             col.markdown(f"**{pred.labels[0]}** ({100 * pred.probs[0]:.1f}%)")
-            col.caption(f"{pred.ms:.2f} ms for this photo on {pred.device}: median of {pred.runs} runs, "
-                        + ("timed in turn with the other model, " if len(models) > 1 else "")
-                        + "model only (preprocessing excluded), batch 1.")
+            col.caption(photo_report.prediction_caption(pred, len(models) > 1))
             col.plotly_chart(charts.topk_bars(pred, "Top-5 classes"), width="stretch", key=f"cls_{i}")
         if len(preds) == 2:
-            a, b = preds
-            sp = side.speed
-            if sp is None:
-                speed = ""
-            elif sp.noisy:
-                speed = f" Speed is not stated: {BUSY} ({sp.why})."
-            else:
-                speed = (f" On this photo the compressed model ran {times_faster(sp.ratio)} than the original "
-                         f"(95% interval ×{sp.ci95[0]:.2f}–×{sp.ci95[1]:.2f} over {sp.pairs} rounds in turn).")
-            if a.indices[0] != b.indices[0]:
-                st.warning(f"The two models disagree: the original says **{a.labels[0]}**, the compressed "
-                           f"model says **{b.labels[0]}**.{speed}")
-            else:
-                st.success(f"Both models say **{a.labels[0]}**.{speed}")
+            agree, words = photo_report.verdict(*preds, side.speed)
+            (st.success if agree else st.warning)(words)
         elif comp is None:
             st.caption("Compress the model on the Prune, Distill or Quantize page to see its answer "
                        "next to the original's.")
@@ -82,11 +64,7 @@ if photo is not None:
                 col.image(saliency.overlay(image, m), width="stretch",
                           caption=f"{title}: where it looks for '{m.label}' ({100 * m.prob:.0f}%)")
             if maps:
-                st.caption(f"Method: {maps[0].note}. Red = most important; the grey border is the part "
-                           "of the photo the model never sees (it is cropped away)."
-                           + (" Both models are explained by occlusion, because the compressed model "
-                              "has no gradients (INT8 or ONNX Runtime)." if maps[0].method == saliency.OCCLUSION
-                              else ""))
+                st.caption(photo_report.saliency_caption(maps))
             if len(maps) == 2:
                 st.markdown("**Similarity of the two maps:** "
                             + saliency.similarity_words(saliency.similarity(*maps)))

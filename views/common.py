@@ -10,6 +10,8 @@ anything), render.
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import tempfile
 from dataclasses import replace
@@ -18,9 +20,14 @@ from typing import Optional
 
 import streamlit as st
 
+from compress import pipeline
+from compress.checkpoint import save_artifact
+from compress.data import eval_sets
+from compress.device import resolve_device
 from compress.errors import CompressError
+from compress.history import History
 from compress.recipe import DataRef, MeasureRef, ModelRef, Recipe
-from compress.zoo import LoadedModel, sample_data_path
+from compress.zoo import LoadedModel, describe_data, sample_data_path
 from views.jobs import workspace
 
 UPLOAD = "upload"
@@ -42,8 +49,7 @@ def save_upload(uploaded) -> tuple[str, str]:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
 def _load(ref: ModelRef) -> LoadedModel:
-    from compress.pipeline import load_ref
-    return load_ref(ref)
+    return pipeline.load_ref(ref)
 
 
 def load_model_ref(ref: ModelRef) -> tuple[Optional[LoadedModel], Optional[str]]:
@@ -74,7 +80,6 @@ def settings_key() -> tuple:
 
 def _settings_text(key: tuple) -> str:
     path, limit, seed, device = key
-    from compress.zoo import describe_data
     images = f"{describe_data(path)} (at most {limit} images, seed {seed})" if path else "no images"
     return f"{images}, device {device}"
 
@@ -112,7 +117,6 @@ def require_model() -> LoadedModel:
 
 def current_device():
     """The torch device chosen in the sidebar, or None after showing why it is unusable."""
-    from compress.device import resolve_device
     try:
         return resolve_device(st.session_state.get("device", "auto"))
     except CompressError as e:
@@ -138,7 +142,6 @@ def default_data_path() -> str:
 
 @st.cache_resource(show_spinner="Reading the evaluation images…", max_entries=4)
 def _eval_sets(path: str, limit: int, seed: int, spec_key: str, _spec):
-    from compress.data import eval_sets
     return eval_sets(path, _spec.preprocess.transform(), _spec.num_classes, _spec.name, limit=limit, seed=seed,
                      categories=_spec.categories)
 
@@ -190,7 +193,6 @@ def on_sidebar_settings(recipe: Recipe, runs: Optional[int] = None) -> Recipe:
 def history():
     """The run history (``COMPRESSION_LAB_HISTORY`` or the default file), or None after
     showing why it cannot be used; the page keeps working without it."""
-    from compress.history import History
     try:
         return History()
     except CompressError as e:
@@ -201,7 +203,6 @@ def history():
 def show_crash(step: str, e: BaseException) -> None:
     """What a page shows for an error nobody foresaw: one plain line; the traceback goes to
     the server log (the page's own details stay hidden by config). The session goes on."""
-    import logging
     logging.getLogger("compression_lab").error("unexpected error while %s", step, exc_info=e)
     first = (str(e).strip().splitlines() or [""])[0][:200]
     st.error(f"Something went wrong while {step}: {type(e).__name__}{': ' + first if first else ''}. "
@@ -239,7 +240,6 @@ def run_pipeline(recipe: Recipe, label: str, start=None, make_current: bool = Tr
     """Run ``recipe`` through the pipeline on the session's model and images, with a
     progress bar; the run is recorded (with its model) and, with ``make_current``, becomes
     the session's current model. Returns the Result, or None after showing the error."""
-    from compress import pipeline
     result = _with_progress(label, lambda sets, progress: pipeline.run(
         recipe, history=history(), source="app", loaded=current_model(), sets=sets, start=start,
         on_progress=progress))
@@ -252,7 +252,6 @@ def run_variants(recipe: Recipe, variants: list, label: str, start=None, referen
     """Measure quantize ``variants`` of ``recipe`` against one baseline through the
     pipeline (each recorded as a run; ``references`` measured too, not recorded). Returns
     the Variants, or None after the error."""
-    from compress import pipeline
     return _with_progress(label, lambda sets, progress: pipeline.run_variants(
         recipe, variants, history=history(), source="app", loaded=current_model(), sets=sets, start=start,
         on_progress=progress, references=references))
@@ -260,8 +259,6 @@ def run_variants(recipe: Recipe, variants: list, label: str, start=None, referen
 
 def artifact_bytes(model, loaded: LoadedModel) -> bytes:
     """``model`` in the project's checkpoint format (loads back with weights_only=True)."""
-    import io
-    from compress.zoo import save_artifact
     buf = io.BytesIO()
     save_artifact(LoadedModel(model, loaded.spec, loaded.weights_note, loaded.trained), buf)
     return buf.getvalue()

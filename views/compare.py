@@ -7,7 +7,6 @@ that run (its "before" is the original model, measured in the same run).
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -15,11 +14,15 @@ import pandas as pd
 import streamlit as st
 
 from compress import charts
+from compress.checkpoint import ARTIFACT_KINDS, kind_of
+from compress.data import has_train_split
 from compress.errors import CompressError
-from compress.measure import Profile
-from compress.report import (compare_profiles, diff_runs, forgetting_sentence, per_class_deltas, speed_entry,
-                             speed_ratio, summary)
-from views.common import (base_recipe, current, history, model_ref, require_model, run_pipeline,
+from compress.export import FORMATS as EXPORT_FORMATS
+from compress.pipeline import point_of_run
+from compress.recipe import ExportRef, presets
+from compress.report import diff_runs, export_table, forgetting_sentence, per_class_deltas, summary
+from compress.report import runs as RR
+from views.common import (base_recipe, current, history, model_ref, on_sidebar_settings, require_model, run_pipeline,
                           set_current)
 
 loaded = require_model()
@@ -30,8 +33,6 @@ st.caption("Every run you made (on these pages or with `python -m compress run`)
            "its ratios are fair; comparing latency *across* runs mixes measurement times.")
 
 with st.expander("Presets: one click, no settings"):
-    from compress.data import has_train_split
-    from compress.recipe import presets
     base = base_recipe()
     sidebar_path = st.session_state.get("data_path", "").strip()
     data = replace(base.data, train_path=sidebar_path) if sidebar_path and has_train_split(sidebar_path) else base.data
@@ -50,75 +51,25 @@ with st.expander("Presets: one click, no settings"):
 h = history()
 every = h.runs() if h else []
 all_models = st.toggle("Show runs of every model", key="cmp_all")
-this_model = asdict(model_ref())
-mine = [r for r in every if all_models or r.recipe.get("model") == this_model]
-runs = [r for r in mine if r.status == "done" and r.after and r.before]
-unfinished = [r for r in mine if r.status != "done"]
-
-
-
-def _faster(r):
-    ratio, _, _ = speed_ratio(r.before, r.after)
-    return None if ratio is None else round(ratio, 2)
-
-
-def _timing(r) -> str:
-    """How the run's speed-up was timed, and whether the machine was busy then."""
-    ratio, noisy, _ = speed_ratio(r.before, r.after)
-    if ratio is None:
-        return ""
-    total = speed_entry(r.after, "total")
-    how = f"in turn, 95% ×{total['ci95'][0]:.2f}–×{total['ci95'][1]:.2f}" if total else "separate loops"
-    return ("⚠ busy machine: unreliable; " if noisy else "") + how
-
+runs, unfinished = RR.split_runs(every, None if all_models else asdict(model_ref()))
 
 if not runs:
     st.info("No runs recorded yet for this model. Prune, distil or quantize it, or run "
             "`python -m compress run`, and the runs appear here.")
 else:
-    rows = []
-    for r in runs:
-        a = r.after
-        acc, acc0 = a.get("accuracy"), r.before.get("accuracy")
-        rows.append({
-            "run": r.id, "name": r.name, "from": r.source,
-            "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-            "runtime": a.get("runtime", ""), "size (MB)": round(a["size_bytes"] / 1e6, 3),
-            "× smaller": round(r.before["size_bytes"] / a["size_bytes"], 2),
-            "latency median (ms)": round(a["latency_ms"]["median"], 3) if a.get("latency_ms") else None,
-            "× faster (same run)": _faster(r),
-            "speed timing": _timing(r),
-            "top-1 %": acc["top1"] if acc else None,
-            "95% CI": f"{acc['ci95'][0]:.1f}–{acc['ci95'][1]:.1f}" if acc else "",
-            "n": acc["n"] if acc else None,
-            "Δ top-1 (points)": round(acc["top1"] - acc0["top1"], 2) if acc and acc0 else None,
-        })
-    table = pd.DataFrame(rows).set_index("run")
+    table = pd.DataFrame(RR.runs_table(runs)).set_index("run")
     st.subheader("All runs")
     st.dataframe(table, key="cmp_table", width="stretch")
 if unfinished:
     with st.expander(f"{len(unfinished)} run(s) that did not finish"):
-        st.dataframe(pd.DataFrame([{
-            "run": r.id, "name": r.name, "status": r.status, "from": r.source,
-            "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-            "error": r.error or ("its process ended before it finished" if r.status == "interrupted" else "")}
-            for r in unfinished]).set_index("run"), width="stretch", key="cmp_unfinished")
+        st.dataframe(pd.DataFrame(RR.unfinished_table(unfinished)).set_index("run"), width="stretch",
+                     key="cmp_unfinished")
 if runs:
 
-    measured = [r for r in runs if r.after.get("accuracy") and _faster(r)]
-    if measured:
+    series = RR.pareto_series(runs)
+    if series is not None:
         st.subheader("Accuracy against speed")
-        newest = measured[0]
-        names = ["original"] + [f"#{r.id}" + (" ⚠" if speed_ratio(r.before, r.after)[1] else "") for r in measured]
-        # each run's time relative to its own original, timed in the same run: the only
-        # speed figure that compares across runs measured at different times
-        fig = charts.pareto(
-            names, [1.0] + [1 / _faster(r) for r in measured],
-            [newest.before["accuracy"]["top1"]] + [r.after["accuracy"]["top1"] for r in measured],
-            [newest.before["size_bytes"]] + [r.after["size_bytes"] for r in measured],
-            [f"original (accuracy as measured in run #{newest.id})"] + [r.name for r in measured],
-            x_title="time per image ÷ the original's, measured in the same run", x_unit="× the original's time")
-        st.plotly_chart(fig, key="cmp_pareto", width="stretch")
+        st.plotly_chart(charts.pareto(**series), key="cmp_pareto", width="stretch")
         st.caption("Up and left is better; bubble area shows the file size. Each run's speed is against its "
                    "own original, timed in the same run (milliseconds from runs made at different times are "
                    "not comparable on a shared machine). ⚠ marks runs timed while the machine was busy. Red "
@@ -138,7 +89,6 @@ if runs:
     if b[0].button("Use this run's model", key="cmp_reload", disabled=not model_file,
                    help="Load the model this run saved and make it the current compressed model: "
                         "Classify, Quantize and Export then use it."):
-        from compress.pipeline import point_of_run
         try:
             set_current(point_of_run(chosen))
             st.success(f"The current compressed model is now run #{chosen.id}'s: {current().label}.")
@@ -146,7 +96,7 @@ if runs:
             st.error(str(e))
     if model_file and Path(model_file).is_file():
         b[1].download_button("Download its model file", data=Path(model_file).read_bytes(),
-                             file_name=f"{spec.name}-run{chosen.id}{''.join(Path(model_file).suffixes)}",
+                             file_name=f"{spec.name}-run{chosen.id}{ARTIFACT_KINDS[kind_of(model_file)].suffix}",
                              key="cmp_model_dl")
     elif not model_file:
         b[1].caption("This run kept no model file (recorded by an earlier version).")
@@ -180,30 +130,19 @@ if runs:
         c1.plotly_chart(charts.class_delta_bars(deltas), width="stretch", key="wc_bars")
         if changed:
             c2.plotly_chart(charts.confusion_change(changed), width="stretch", key="wc_heat")
-        for kind, title in (("broken", "Was right, now wrong"), ("fixed", "Was wrong, now right")):
-            shown = [c for c in changed if c["change"] == kind and Path(c["file"]).is_file()][:12]
-            if not shown:
-                continue
-            st.markdown(f"**{title}** ({sum(c['change'] == kind for c in changed)} photos"
-                        + (", the first 12" if len(shown) == 12 else "") + ")")
+        for group in RR.flipped_photos(changed):
+            st.markdown(group["title"])
             cols = st.columns(6)
-            for i, c in enumerate(shown):
-                cols[i % 6].image(c["file"], width=96, caption=(
-                    f"{c['label']}: {c['before']['class']} {100 * c['before']['prob']:.0f}% → "
-                    f"{c['after']['class']} {100 * c['after']['prob']:.0f}%"))
+            for i, (file, caption) in enumerate(group["photos"]):
+                cols[i % 6].image(file, width=96, caption=caption)
 
     if len(ids) >= 2:
         st.subheader("Two runs side by side")
         c1, c2 = st.columns(2)
         a_id = c1.selectbox("Run A", ids, index=1, key="cmp_a", format_func=lambda i: f"#{i} {by_id[i].name}")
         b_id = c2.selectbox("Run B", ids, index=0, key="cmp_b", format_func=lambda i: f"#{i} {by_id[i].name}")
-        la, lb = (by_id[i].after.get("latency_ms") or {} for i in (a_id, b_id))
-        together = a_id == b_id or (la.get("loop") and la.get("loop") == lb.get("loop"))   # one timing loop
-        rows = compare_profiles(Profile.from_json(by_id[a_id].after), Profile.from_json(by_id[b_id].after),
-                                same_run=bool(together), baseline=False)
-        side = pd.DataFrame(rows).rename(columns={"before": f"A: #{a_id}", "after": f"B: #{b_id}",
-                                                  "change": "B / A"}).set_index("measure")
-        st.table(side)
+        rows, together = RR.side_by_side(by_id[a_id], by_id[b_id])
+        st.table(pd.DataFrame(rows).set_index("measure"))
         if not together:
             st.caption("Latencies marked *different runs* were timed at different times, so the machine's load "
                        "may differ; compare each run's own speed-up against its original (the table above) "
@@ -218,13 +157,11 @@ if comp is None:
     st.stop()
 st.markdown(f"**Current compressed model:** {comp.label}"
             + (f" (run #{comp.run_id})" if comp.run_id is not None else ""))
-formats = st.multiselect("Formats", ["onnx", "torchscript", "executorch", "checkpoint", "tensorrt"],
-                         default=["onnx"], key="exp_formats",
+formats = st.multiselect("Formats", list(EXPORT_FORMATS), default=["onnx"], key="exp_formats",
                          help="Each file is loaded back in the runtime that will run it and compared "
-                              "with the model on real images.")
+                              "with the model on real images.\n\n"
+                              + "\n\n".join(f"**{f.name}**: {f.description}" for f in EXPORT_FORMATS.values()))
 if st.button("Export", type="primary", key="exp_go", disabled=not formats):
-    from compress.recipe import ExportRef
-    from views.common import on_sidebar_settings
     out = Path(tempfile.mkdtemp(prefix="compression-lab-export-"))
     recipe = replace(on_sidebar_settings(comp.recipe, 10), export=ExportRef(formats=tuple(formats), out_dir=str(out)))
     # a run from the current point: nothing is redone; the model is measured and each file checked
@@ -239,11 +176,7 @@ if res and res["key"] == repr(comp.recipe) and res["label"] == comp.label:
     for fmt, msg in res["failed"].items():
         st.error(f"{fmt}: {msg}")
     if res["done"]:
-        st.table(pd.DataFrame([{
-            "format": e["format"], "file": Path(e["path"]).name, "bytes": f"{e['bytes']:,}", "runtime": e["runtime"],
-            "max abs diff": "–" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.2e}",
-            "same top-1": "–" if e["agreement_top1"] is None else f"{e['agreement_top1']:.1f}% of {e['n']}",
-            "note": e["note"]} for e in res["done"].values()]).set_index("format"))
+        st.table(pd.DataFrame(export_table(res["done"])).set_index("format"))
         cols = st.columns(len(res["done"]) + 1)
         for col, (fmt, e) in zip(cols, res["done"].items()):
             col.download_button(f"Download {fmt}", data=Path(e["path"]).read_bytes(),

@@ -8,22 +8,20 @@ recovered model the session's current one.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
+import torch
 
-from compress import charts
+from compress import charts, pipeline
 from compress import data as D
 from compress import distill as K
 from compress.errors import CompressError
-from compress.measure import Profile
-from compress.progress import ProgressEvent
 from compress.report import profiles_table
-from compress.train import measure_step_seconds
+from compress.report import recovery as RR
 from views.common import (artifact_bytes, current, current_device, current_model, data_settings, eval_sets_for,
-                          history, model_key, on_sidebar_settings, require_model)
+                          history, model_key, on_sidebar_settings, require_model, run_pipeline)
 from views.jobs import follow_job, start_job, workspace
 
 loaded = require_model()
@@ -36,14 +34,15 @@ st.caption("Pruning removes channels and costs accuracy. A few epochs of trainin
            "answers, including how sure it is of each class. **Fine-tuning** trains it on the "
            "labels again.")
 
-job = ws.job if ws.job is not None and ws.job.name == "distill" and ws.job.key == key else None
+JOB = "distill"                    # the name of this page's background job
+job = ws.job if ws.job is not None and ws.job.name == JOB and ws.job.key == key else None
 comp = current()
 running = job is not None and job.running
 # Streamlit forgets a widget's value after a run that did not draw it; the controls are hidden
 # while training, so keep their values by writing them back as plain session values.
 # Their defaults are set here, once, and the widgets take no default of their own (a widget
 # given both warns in the server log).
-KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": "original", "kd_T": 4.0, "kd_alpha": 0.9,
+KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": K.ORIGINAL, "kd_T": 4.0, "kd_alpha": 0.9,
                "kd_unfreeze": list(K.UNFREEZE)[1], "kd_epochs": 3, "kd_lr": 0.01, "kd_batch": 64,
                # the sidebar's own path, not the bundled sample (it has no training split)
                "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000,
@@ -52,35 +51,19 @@ for k, default in KD_DEFAULTS.items():
     st.session_state[k] = st.session_state.get(k, default)
 # A quantized pruned model is recovered through the float model it was made from (kept in the
 # history); the page then offers to quantize the recovered model again with the same settings.
-if comp is not None and comp.quantized and comp.recipe.prune is not None and comp.recipe.recover is None \
-        and comp.recipe.unstructured is None and not running:
-    from compress.pipeline import float_origin
+if comp is not None and RR.through_float_origin(comp) and not running:
     try:
-        quantized, comp = comp, float_origin(comp, history())
+        quantized, comp = comp, pipeline.float_origin(comp, history())
         st.session_state["kd_requantize"] = (key, quantized.recipe.quantize, quantized.label)
-        st.info(f"The current compressed model ({quantized.label}) is quantized, and training needs the "
-                f"float model. This page trains the float pruned model it was made from (run #{comp.run_id}); "
-                "afterwards one click quantizes the recovered model again with the same settings.")
+        st.info(RR.float_origin_note(quantized, comp))
     except CompressError as e:
-        st.info(f"Distillation recovers a pruned float model. {e}")
+        st.info(RR.no_float_origin(str(e)))
         st.stop()
-student_ok = comp is not None and comp.recipe.prune is not None and not comp.quantized \
-    and comp.recipe.unstructured is None and comp.recipe.recover is None
+student_ok = RR.recoverable(comp)
 if not running and not (job is not None and job.status == "done"):
-    if comp is None or comp.recipe.prune is None or comp.quantized:
-        st.info("Distillation recovers a **pruned** model. Prune one on the Prune page first"
-                + (" (the current compressed model is quantized, and the float model it came from is "
-                   "not available)." if comp is not None and comp.quantized else "."))
-        st.stop()
-    if comp.recipe.unstructured is not None:
-        st.warning("The current compressed model has zeroed weights (unstructured pruning). "
-                   "Training would fill them in again: recover after channel pruning, then "
-                   "zero weights.")
-        st.stop()
-    if comp.recipe.recover is not None:
-        st.info(f"The current compressed model ({comp.label}) is already recovered"
-                + (f" (run #{comp.run_id})" if comp.run_id is not None else "") + ". A recipe holds one "
-                "recovery: to train longer, prune again and choose more epochs. Quantize or export it next.")
+    blocked = RR.not_recoverable(comp)
+    if blocked is not None:
+        (st.warning if blocked[0] == "warning" else st.info)(blocked[1])
         st.stop()
 
 device = current_device()
@@ -100,34 +83,17 @@ def _training_images(path: str):
 
 @st.cache_data(show_spinner="Timing one training step…", max_entries=16)
 def _step_seconds(model_key: str, label: str, batch: int, teacher: str, device_name: str, _student) -> float:
-    import torch
     t = None
-    if teacher == "original":
+    if teacher == K.ORIGINAL:
         t = loaded.model
     elif teacher:
         t = _teacher(teacher, key, spec)
-    return measure_step_seconds(_student, spec.input_size, batch, torch.device(device_name), teacher=t)
+    return RR.step_seconds(_student, spec.input_size, batch, torch.device(device_name), teacher=t)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _read_seconds(path: str) -> float:
     return K.seconds_to_read(_training_images(path), spec.preprocess.transform())
-
-
-def _fmt_duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
-
-
-def _events_for_page(on_progress):
-    """The pipeline names stages "recover: train", "original: latency", …; the live view
-    wants "train"/"epoch" for the curves and "measure" for everything else."""
-    def relay(ev: ProgressEvent):
-        head, _, tail = ev.stage.partition(": ")
-        if head == "recover" and tail in ("train", "epoch"):
-            on_progress(ProgressEvent(tail, ev.fraction, ev.message, ev.metrics))
-        else:
-            on_progress(ProgressEvent("measure", ev.fraction, f"{head}: {ev.message}", ev.metrics))
-    return relay
 
 
 result_box = st.container()       # the last run's result, drawn above the controls
@@ -138,15 +104,15 @@ if not running and student_ok:
     left, right = st.columns(2)
     with left:
         method = st.radio("Recover by", list(K.RECOVERY_METHODS), key="kd_method", horizontal=True,
-                          format_func={"distill": "knowledge distillation", "finetune": "fine-tuning"}.get,
-                          help="\n\n".join(f"**{k}**: {v}" for k, v in K.RECOVERY_METHODS.items()))
-        if method == "distill":
+                          format_func=lambda m: K.RECOVERY_METHODS[m].label,
+                          help="\n\n".join(f"**{k}**: {v.description}" for k, v in K.RECOVERY_METHODS.items()))
+        if K.RECOVERY_METHODS[method].uses_teacher:
             teachers = K.compatible_teachers(spec)
             if st.session_state.get("kd_teacher") not in teachers:     # chosen for another model
-                st.session_state["kd_teacher"] = "original"
+                st.session_state["kd_teacher"] = K.ORIGINAL
             teacher = st.selectbox("Teacher", teachers, key="kd_teacher",
                                    format_func=lambda n: f"the original {spec.name} (unpruned)"
-                                   if n == "original" else n,
+                                   if n == K.ORIGINAL else n,
                                    help="The model whose answers the student learns to copy. A bigger "
                                         "model can teach more, if its weights are here.")
             temperature = st.slider("Temperature T", 1.0, 10.0, step=0.5, key="kd_T",
@@ -154,12 +120,9 @@ if not running and student_ok:
             alpha = st.slider("Weight on the teacher α", 0.0, 1.0, step=0.05, key="kd_alpha",
                               help="1 = learn only from the teacher (no labels needed); 0 = only "
                                    "from the labels.")
-            st.caption(f"In plain words: with T = {temperature:g} the student learns not only the "
-                       "teacher's top class but how close the others came (a cat that looks a bit "
-                       f"like a dog). {100 * alpha:.0f}% of the lesson comes from the teacher, "
-                       f"{100 * (1 - alpha):.0f}% from the labels.")
+            st.caption(RR.kd_sentence(temperature, alpha))
             attention = 0.0
-            if teacher == "original":
+            if teacher == K.ORIGINAL:
                 attention = st.select_slider(
                     "Attention transfer", [0.0, 10.0, 50.0, 200.0, 1000.0], key="kd_attention",
                     format_func=lambda v: "off" if v == 0 else f"weight {v:g}",
@@ -199,29 +162,22 @@ if not running and student_ok:
             images = _training_images(path)
         except CompressError as e:
             st.error(str(e))
-    if images is not None and images.labels is None:
-        if method == "finetune":
-            st.error("These photos have no labels: fine-tuning needs labels. Choose knowledge "
-                     "distillation; it runs label-free (α = 1) on them.")
+    if images is not None:
+        alpha, no_labels, label_free = RR.label_rule(method, alpha, images.labels is not None)
+        if no_labels:
+            st.error(no_labels)
             images = None
-        elif alpha < 1.0:
-            st.info("These photos have no labels: training runs label-free (α = 1).")
-            alpha = 1.0
+        elif label_free:
+            st.info(label_free)
     rcfg = K.RecoverConfig(method=method, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
                            unfreeze=unfreeze, temperature=float(temperature), alpha=float(alpha),
-                           teacher=teacher or "original", seed=data_settings()[2],
+                           teacher=teacher or K.ORIGINAL, seed=data_settings()[2],
                            attention=float(attention), warmup_epochs=min(float(warmup), float(epochs)))
     if images is not None:
         try:
             n_train = len(images) if not limit else min(limit, len(images))
             step_s = _step_seconds(key, comp.label, int(batch), teacher or "", str(device), comp.model)
-            est = K.estimate_seconds(rcfg, n_train, step_s, _read_seconds(path))
-            where = "on the GPU" if device.type == "cuda" else "on this machine's CPU"
-            st.info(f"**Estimated time {where}: about {_fmt_duration(est.seconds)}** for {rcfg.epochs} "
-                    f"epoch(s) of {est.steps_per_epoch} steps over {n_train:,} photos. Estimate: one training "
-                    f"step at batch {rcfg.batch_size} took {est.step_seconds:.2f} s here just now, plus "
-                    f"{est.read_seconds:.2f} s to read its photos. Validation after each epoch and measuring "
-                    "the three models afterwards add to it.")
+            st.info(RR.estimate_sentence(rcfg, n_train, step_s, _read_seconds(path), device))
         except CompressError as e:
             st.error(str(e))
             images = None
@@ -234,35 +190,24 @@ if not running and student_ok:
                    "to measure accuracy before and after.")
 
     if st.button("Start", type="primary", key="kd_start", disabled=images is None):
-        from compress import pipeline
         recipe = on_sidebar_settings(comp.recipe, 20).with_step("recover", rcfg)
         recipe = replace(recipe, data=replace(recipe.data, train_path=path, train_limit=int(limit) or None))
         start, original, runs_history = comp, current_model(), history()
 
         def work(on_progress, cancel):
-            return pipeline.run(recipe, on_progress=_events_for_page(on_progress), cancel=cancel,
+            return pipeline.run(recipe, on_progress=RR.training_events(on_progress), cancel=cancel,
                                 history=runs_history, source="app", loaded=original, sets=sets, start=start)
 
         def done(result):            # in the job's thread: lands in the session even if nobody watches
             ws.current = result.point
-        start_job(ws, "distill", work, key=key, on_done=done)
+        start_job(ws, JOB, work, key=key, on_done=done)
 
 
 # ---------------------------------------------------------------- while it trains
 def _training_progress(job) -> None:
-    last = job.last
-    train = [e for e in job.events if e.stage == "train" and "eta_s" in e.metrics]
-    if last is None:
-        st.progress(0.0, text="starting…")
-    elif last.stage == "measure":
-        st.progress(last.fraction, text=last.message)
-    else:
-        m = train[-1].metrics if train else {}
-        extra = (f" · {m['samples_per_s']:.0f} photos/s · about {_fmt_duration(m['eta_s'])} left"
-                 if m else "")
-        st.progress(last.fraction, text=f"{last.message}{extra}")
-    st.caption(f"Running for {_fmt_duration(time.time() - job.started)}. You can leave this page or reload "
-               "the tab; the training goes on and its result appears here.")
+    fraction, text, caption = RR.training_progress(job.events, job.started)
+    st.progress(fraction, text=text)
+    st.caption(caption)
 
 
 if running:
@@ -285,27 +230,17 @@ with result_box:
         cfg = r.recipe.recover
         for w in r.warnings:
             st.warning(w)
-        step = next(s for s in r.steps if s["step"] == cfg.method)
-        st.success(f"Recovered in {_fmt_duration(step['seconds'])} on {step['report']['train_images']:,} training "
-                   f"photos and recorded as run #{r.run_id}. It is the current compressed model.")
-        prof = {"original": Profile.from_json(r.before), "pruned, before recovery": Profile.from_json(r.start_profile),
-                "recovered": Profile.from_json(r.after)}
-        orig, before, after = (p.accuracy for p in prof.values())
-        if orig and before and after:
-            lost = orig.top1 - before.top1
-            won = after.top1 - before.top1
-            st.markdown(f"Pruning cost **{lost:.1f} points** of top-1; {cfg.epochs} epoch(s) of "
-                        f"{'distillation' if cfg.method == 'distill' else 'fine-tuning'} won back "
-                        f"**{won:.1f}**: {after.top1:.2f}% against the original's {orig.top1:.2f}% "
-                        f"(n = {after.n} images; 95% intervals in the table).")
+        st.success(RR.recovered_sentence(r))
+        prof = RR.recovery_profiles(r)
+        won_back = RR.won_back_sentence(prof, cfg)
+        if won_back:
+            st.markdown(won_back)
         st.subheader("Original, pruned and recovered, measured in the same run on the same images")
         st.table(pd.DataFrame(profiles_table(prof)).set_index("measure"))
+        orig = prof["original"].accuracy
         st.plotly_chart(charts.training_curves(job.events, orig.top1 if orig else None), key="kd_done_chart")
-        hist = pd.DataFrame(step["report"]["history"]).rename(columns={
-            "epoch": "epoch", "train_loss": "training loss", "train_acc": "train top-1 %",
-            "val_acc": "validation top-1 %", "seconds": "seconds", "samples_per_s": "photos/s", "lr": "last lr"})
-        st.table(hist.round(3).astype(object).where(hist.notna(), "–").set_index("epoch"))
-        st.caption("Settings: " + ", ".join(f"{k} {v}" for k, v in asdict(cfg).items()))
+        st.table(pd.DataFrame(RR.epoch_table(RR.recovery_step(r)["report"]["history"])).set_index("epoch"))
+        st.caption(RR.settings_sentence(cfg))
         st.download_button("Download the recovered model (.pt, loads with weights_only=True)",
                            data=artifact_bytes(r.model, loaded), file_name=f"{spec.name}-recovered.pt",
                            key="kd_download")
@@ -314,16 +249,11 @@ with result_box:
             qcfg = again[1]
             st.markdown(f"This model was quantized before it was recovered ({again[2]}).")
             if st.button(f"Quantize it again ({qcfg.mode}, the same settings)", key="kd_requantize_btn"):
-                from views.common import run_pipeline
                 q = run_pipeline(on_sidebar_settings(r.recipe, 20).with_step("quantize", qcfg),
                                  "Quantizing the recovered model", start=r.point)
                 if q is not None:
                     del st.session_state["kd_requantize"]
-                    acc = q.after.get("accuracy") or {}
-                    st.session_state["kd_requantized"] = (
-                        key, f"Quantized again and recorded as run #{q.run_id}: {q.point.label}"
-                        + (f", top-1 {acc['top1']:.2f}% (n = {acc['n']})" if acc else "")
-                        + ". It is the current compressed model; Compare shows it next to the others.")
+                    st.session_state["kd_requantized"] = (key, RR.requantized_sentence(q))
         done_msg = st.session_state.get("kd_requantized")
         if done_msg is not None and done_msg[0] == key:
             st.success(done_msg[1])

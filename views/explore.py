@@ -13,13 +13,12 @@ from pathlib import Path
 
 import streamlit as st
 
-import torch
-
 from compress import auto
 from compress.errors import CompressError
 from compress.images import classify_side_by_side, read_image
-from compress.recipe import Recipe
-from compress.report import speed_phrase
+from compress.pipeline import point_of_run
+from compress.report import ladder as L
+from compress.report import photo as photo_report
 from compress.zoo import no_data_hint, sample_data_path
 from views.common import base_recipe, current_model, history, model_key, require_model
 from views.jobs import follow_job, start_job, workspace
@@ -65,7 +64,7 @@ if "ex_drop" not in st.session_state:
 c = st.columns([2, 1, 1, 1])
 drop = c[0].slider("How many points of top-1 may it lose?", 0.0, 5.0, 1.0, 0.25, key="ex_drop")
 runtime = c[1].radio("Runs in", list(auto.RUNTIMES), key="ex_runtime",
-                     format_func={"ort": "ONNX Runtime", "torch": "PyTorch", "executorch": "ExecuTorch"}.get)
+                     format_func=auto.runtime_name)
 objective = c[2].radio("Aim for", list(auto.OBJECTIVES), key="ex_objective",
                        format_func={"latency": "speed", "size": "size"}.get)
 minutes = c[3].number_input("Time budget (min)", 1, 600, 30, key="ex_minutes")
@@ -113,9 +112,7 @@ if job is None:
                    "sidebar's data and limit) within the time budget. Runs already in the history with the same "
                    "settings are reused, so searching again is quick.")
         st.stop()
-    done = sum(c.stage == "measured" for c in res.candidates)
-    st.info(f"From the history: {done} model(s) measured by an earlier search with these settings. Press "
-            "*Find the models* to measure the rest.")
+    st.info(L.history_note(res.candidates))
 else:
     res: auto.AutoResult = job.result
 ladder = list(res.frontier)            # most accurate first
@@ -125,12 +122,7 @@ if not ladder:
 if res.chosen is None:
     st.warning(f"None of the measured models stays within {res.config.max_drop:g} points; the ladder shows "
                "what was measured.")
-def _over(p) -> bool:
-    return p["before"]["accuracy"]["top1"] - p["after"]["accuracy"]["top1"] > res.config.max_drop
-
-
-names = ["original"] + [f"#{p['run_id']}: " + Recipe.from_dict(p["recipe"], check=False).describe().split(": ", 1)[-1]
-                        + (" (over the budget)" if _over(p) else "") for p in ladder]
+names = L.rung_names(ladder, res.config.max_drop)
 ids = [p["run_id"] for p in ladder]
 start = 1 + ids.index(res.chosen["run_id"]) if res.chosen is not None and res.chosen["run_id"] in ids else len(ids)
 st.caption("The autopilot's choice is selected" if res.chosen is not None else "")
@@ -139,32 +131,20 @@ pick = st.select_slider("From the most accurate to the smallest and fastest", na
 i = names.index(pick)
 b = ladder[0]["before"]
 a = b if i == 0 else ladder[i - 1]["after"]
-m = st.columns(3)
-m[0].metric("Top-1", f"{a['accuracy']['top1']:.2f}%", f"{a['accuracy']['top1'] - b['accuracy']['top1']:+.2f} points"
-            if i else None, help=f"n = {a['accuracy']['n']} images, 95% interval "
-            f"{a['accuracy']['ci95'][0]:.1f}–{a['accuracy']['ci95'][1]:.1f}%")
-m[1].metric("File size", f"{a['size_bytes'] / 1e6:.2f} MB", f"×{b['size_bytes'] / a['size_bytes']:.1f} smaller"
-            if i else None, delta_color="off")
-lat = a["latency_ms"]
-m[2].metric("Latency (median)", f"{lat['median']:.2f} ms", f"p90 {lat['p90']:.2f} ms", delta_color="off",
-            help=f"batch {lat['batch']}, {lat['device']}, {lat['threads']} threads, {lat['runs']} runs")
-st.caption(f"Runs in {a.get('runtime') or 'PyTorch'} on {lat['device']}.")
-if i and _over(ladder[i - 1]):
-    st.warning(f"This model loses more than the {res.config.max_drop:g} points you allowed: it is on the ladder "
-               "because nothing measured is smaller or faster at its accuracy.")
-if i:
-    st.caption(f"Against the original: {speed_phrase(b, a) or 'speed not stated'}. "
-               f"Accuracy on {a['accuracy']['n']} images (95% interval {a['accuracy']['ci95'][0]:.1f}–"
-               f"{a['accuracy']['ci95'][1]:.1f}%).")
+for col, m in zip(st.columns(3), L.rung_metrics(b, a, is_original=not i)):
+    col.metric(m["label"], m["value"], m["delta"], help=m["help"], delta_color=m["delta_color"])
+notes = L.rung_notes(b, a, ladder[i - 1] if i else None, res.config.max_drop)
+st.caption(notes["runs_in"])
+if notes["warning"]:
+    st.warning(notes["warning"])
+if notes["against"]:
+    st.caption(notes["against"])
 with st.expander(f"All {len(res.candidates)} candidates and why each lost"):
-    st.dataframe([{"candidate": c.label, "run": (c.run or {}).get("run_id") or (c.screen or {}).get("run_id"),
-                   "screening drop (points)": (c.screen or {}).get("drop"), "outcome": c.why}
-                  for c in res.candidates], hide_index=True, width="stretch")
+    st.dataframe(L.candidate_rows(res.candidates), hide_index=True, width="stretch")
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model from its run…")
 def _model_of(run_id: int, path: str):
-    from compress.pipeline import point_of_run
     return point_of_run(history().get(run_id)).module
 
 
@@ -174,14 +154,12 @@ if photo is not None and i:
     try:
         image = read_image(photo.getvalue(), photo.name or "photo")
         model = _model_of(ladder[i - 1]["run_id"], str(history().path))
-        dev = next(loaded.model.parameters(), torch.zeros(0)).device
-        side = classify_side_by_side([("Original", loaded.model, dev), (pick, model, torch.device("cpu"))], image,
+        side = classify_side_by_side(photo_report.run_and_original(loaded.model, pick, model), image,
                                      spec.preprocess.transform(), spec.categories, runs=5, warmup=1)
     except CompressError as e:
         st.error(str(e))
     else:
         cols = st.columns(2)
         cols[0].image(image, width=240)
-        answers = [p if isinstance(p, str) else f"**{p.labels[0]}** ({100 * p.probs[0]:.1f}%), {p.ms:.2f} ms"
-                   for p in side.predictions]
+        answers = [photo_report.answer(p) for p in side.predictions]
         cols[1].markdown(f"Original: {answers[0]}  \nThis model: {answers[1]}")

@@ -5,12 +5,11 @@ from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from compress import charts
+from compress.measure import Profile
+from compress.report import figures, noisy_latency, profile_table
 from compress.zoo import no_data_hint
-from compress.measure import Profile, count_params, layer_table, serialized_bytes, serialized_size
-from compress.report import BUSY
 from views.common import base_recipe, current_device, keep_result, model_key, require_model, run_pipeline, shown_result
 
 loaded = require_model()
@@ -21,29 +20,19 @@ key = model_key()
 
 
 @st.cache_data(show_spinner="Counting parameters, bytes and MACs…", max_entries=16)
-def static_figures(_model, key: str, input_size):
-    params, nonzero = count_params(_model)
-    size = len(serialized_bytes(_model))
-    if isinstance(_model, torch.jit.ScriptModule):  # thop cannot walk TorchScript
-        return params, nonzero, size, None, None
-    rows = layer_table(_model, input_size)
-    return params, nonzero, size, sum(r.macs for r in rows), rows
+def static_figures(_model, key: str, input_size) -> figures.StaticFigures:
+    return figures.static_figures(_model, input_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def gzip_figure(_model, key: str) -> int:
-    return serialized_size(_model)[1]
+    return figures.gzip_bytes(_model)
 
 
-params, nonzero, size, macs, rows = static_figures(loaded.model, key, spec.input_size)
-c = st.columns(5)
-c[0].metric("Parameters", f"{params / 1e6:.2f} M")
-c[1].metric("Nonzero parameters", f"{nonzero / 1e6:.2f} M")
-c[2].metric("Size (torch.save)", f"{size / 1e6:.2f} MB", help="Real serialized bytes of the state_dict.")
-gz_slot = c[3].empty()             # filled last: compressing tens of MB takes seconds the first time
-gz_slot.metric("Size (gzip)", "…", help="Being compressed…")
-c[4].metric("MACs / image", "n/a" if macs is None else f"{macs / 1e9:.3f} G",
-            help=f"Multiply-accumulates at {spec.input_size[1]}×{spec.input_size[2]}, counted by thop.")
+counts = static_figures(loaded.model, key, spec.input_size)
+slots = [c.empty() for c in st.columns(5)]   # gzip (the fourth) is filled last: compressing tens of MB takes seconds
+for slot, m in zip(slots, figures.static_metrics(counts, spec.input_size)):
+    slot.metric(m["label"], m["value"], help=m["help"])
 
 st.subheader("Measured profile")
 st.write("Latency is timed here, now, on the chosen device; accuracy on the images chosen in the sidebar.")
@@ -66,34 +55,19 @@ prof = shown_result("profile")
 if prof is None:
     st.info("Press **Measure** to time the model and, with a dataset in the sidebar, measure accuracy.")
 else:
-    lat = prof.latency_ms
-    table = [
-        ("Latency, median", f"{lat.median:.2f} ms", f"{lat.runs} timed runs after {lat.warmup} warm-up; batch {lat.batch}, {lat.device}, {lat.threads} threads"),
-        ("Latency, p90", f"{lat.p90:.2f} ms", "90th percentile of the same runs"),
-        ("Peak activation memory", "n/a" if prof.peak_memory_bytes is None else f"{prof.peak_memory_bytes / 1e6:.2f} MB", "allocator peak during one forward pass"),
-    ]
-    if prof.accuracy is not None:
-        a = prof.accuracy
-        table.append(("Top-1 accuracy", f"{a.top1:.2f}%", f"n = {a.n} images, 95% interval {a.ci95[0]:.1f}–{a.ci95[1]:.1f}%"
-                      + (f"; {a.source}" if a.source else "")))
-        if a.top5 is not None:
-            table.append(("Top-5 accuracy", f"{a.top5:.2f}%", f"n = {a.n}"))
-    else:
-        table.append(("Accuracy", "not measured", no_data_hint(spec)))
-    st.dataframe(pd.DataFrame(table, columns=["measure", "value", "how it was measured"]),
+    st.dataframe(pd.DataFrame(profile_table(prof, no_data_hint(spec))).rename(columns={"how": "how it was measured"}),
                  hide_index=True, width="stretch")
-    if lat.noisy:
-        st.warning(f"⚠ The slowest runs (p90) took {lat.p90 / lat.median:.1f}× the median: {BUSY}.")
+    if prof.latency_ms.noisy:
+        st.warning(noisy_latency(prof.latency_ms))
 
-if rows:
+if counts.layers:
     st.subheader("Layers")
-    st.dataframe(pd.DataFrame([r.__dict__ for r in rows]), hide_index=True, width="stretch",
-                 height=320)
+    st.dataframe(pd.DataFrame(figures.layer_rows(counts.layers)), hide_index=True, width="stretch", height=320)
     left, right = st.columns(2)
-    left.plotly_chart(charts.layer_bars(rows, "params", "Parameters per layer"), width="stretch")
-    right.plotly_chart(charts.layer_bars(rows, "macs", "MACs per layer"), width="stretch")
+    left.plotly_chart(charts.layer_bars(counts.layers, "params", "Parameters per layer"), width="stretch")
+    right.plotly_chart(charts.layer_bars(counts.layers, "macs", "MACs per layer"), width="stretch")
 else:
     st.info("Per-layer figures are not available for a TorchScript model.")
 
-gz_slot.metric("Size (gzip)", f"{gzip_figure(loaded.model, key) / 1e6:.2f} MB",
-               help="The same bytes gzip-compressed (level 6): what a download costs.")
+gz = figures.static_metrics(counts, spec.input_size, gzip_figure(loaded.model, key))[3]
+slots[3].metric(gz["label"], gz["value"], help=gz["help"])

@@ -10,12 +10,12 @@ import streamlit as st
 import torch
 
 from compress import charts
-from compress.zoo import no_data_hint
 from compress import prune as P
-from compress.data import cache_dir
 from compress.errors import CompressError
-from compress.measure import Profile, layer_table
-from compress.report import compare_profiles
+from compress.measure import Profile
+from compress.report import compare_profiles, figures
+from compress.report import pruning as RP
+from compress.zoo import no_data_hint
 from views.common import (artifact_bytes, keep_result, shown_result, base_recipe, current, current_device, eval_sets_for, model_key,
                           on_sidebar_settings, require_model, run_pipeline)
 
@@ -41,24 +41,6 @@ elif sets is None:
     st.info("No dataset chosen in the sidebar: latency, size and MACs are still measured, but "
             "not accuracy, and the activation/Taylor criteria are unavailable. " + no_data_hint(spec))
 
-
-
-
-def as_pruned_rows(rows: list[dict], report, before) -> list[dict]:
-    """The before/after rows with the pruned model's accuracy before BatchNorm re-estimation
-    added under the top-1 row (when it was measured)."""
-    acc = report.accuracy_as_pruned
-    if not acc:
-        return rows
-    out = []
-    for row in rows:
-        out.append(row)
-        if row["measure"] == "Top-1 accuracy":
-            out.append(dict(measure="Top-1 as pruned, before BatchNorm re-estimation", before=row["before"],
-                            after=f"{acc['top1']:.2f}% ({acc['ci95'][0]:.1f}–{acc['ci95'][1]:.1f})",
-                            change=f"{acc['top1'] - before.accuracy.top1:+.2f} pts",
-                            how=f"the same {acc['n']} images, before the statistics were re-estimated"))
-    return out
 
 
 structured, unstructured = st.tabs(["Structured (channels)", "Unstructured (weights)"])
@@ -99,11 +81,10 @@ with structured:
                          help="Runs up to 512 scoring photos (never the evaluation images) through the pruned "
                               "model to refresh each BatchNorm's mean and variance. No training; seconds. "
                               "Without it a pruned model often looks far worse than it is.")
-        st.caption(f"The output layer ({', '.join(P.output_layers(model))}) is never pruned: its "
-                   f"{spec.num_classes} channels are the classes. Its inputs shrink with the layer before it.")
-    if criterion in P.NEEDS_DATA and sets is None:
-        st.warning(f"The {criterion} criterion looks at real images: choose a labelled dataset in "
-                   "the sidebar, or pick a weight-based criterion.")
+        st.caption(RP.output_layer_note(model, spec.num_classes))
+    needs_images = RP.needs_images_warning(criterion, sets is not None)
+    if needs_images:
+        st.warning(needs_images)
 
     cfg = P.StructuredConfig(
         ratio=amount if target == "ratio" else None, criterion=criterion, scope=scope,
@@ -116,8 +97,7 @@ with structured:
 
     @st.cache_data(show_spinner=False, max_entries=8)
     def original_counts(_model, key: str, input_size):
-        from compress.measure import count_macs, count_params
-        return count_params(_model)[0], count_macs(_model, input_size)
+        return figures.counts(_model, input_size)
 
     base_params, base_macs = original_counts(model, key, spec.input_size)
     est = None
@@ -128,18 +108,9 @@ with structured:
             st.error(str(e))
     e = st.columns(3)
     if est is not None:
-        e[0].metric("Parameters (estimate)", f"{est['params'] / 1e6:.2f} M",
-                    f"×{est['params'] / base_params:.2f} of {base_params / 1e6:.2f} M", delta_color="off", delta_arrow="off")
-        e[1].metric("MACs / image (estimate)", f"{est['macs'] / 1e9:.3f} G",
-                    f"×{est['macs'] / base_macs:.2f} of {base_macs / 1e9:.3f} G", delta_color="off", delta_arrow="off")
-        e[2].metric("Channel ratio used", f"{est['ratio']:.3f}")
-        st.caption("Estimate: parameters and MACs computed from the channels this setting removes "
-                   "(the same counts a real prune gives), without latency or accuracy. Press **Prune** "
-                   "to measure everything."
-                   + ("" if est.get("exact", True) else
-                      f" Global ranking with the {criterion} criterion (it needs images or draws at random) "
-                      "is estimated by ranking channels by weight size (L1): the real prune may keep a "
-                      "slightly different mix."))
+        for col, m in zip(e, RP.estimate_metrics(est, base_params, base_macs)):
+            col.metric(m["label"], m["value"], m["delta"], delta_color="off", delta_arrow="off")
+        st.caption(RP.estimate_caption(est, criterion))
 
     with st.expander("Measurement settings"):
         st.number_input("Timed runs for latency (batch 1, after 5 warm-up runs)", 5, 500, 30,
@@ -156,23 +127,17 @@ with structured:
             keep_result("prune_result", {
                 "report": report, "run_id": result.run_id,
                 "before": Profile.from_json(result.before), "after": Profile.from_json(result.after),
-                "rows_before": layer_table(model, spec.input_size),
-                "rows_after": layer_table(pruned, spec.input_size)})
+                "layers": figures.channel_tables(model, pruned, spec.input_size)})
 
     res = shown_result("prune_result")
     if res:
         report = res["report"]
         st.subheader("Before and after")
-        st.caption(f"Both measured just now, in the same run (#{res['run_id']} in the history). Channel "
-                   f"ratio {report.ratio:.3f}, criterion {report.criterion}.")
-        st.table(pd.DataFrame(as_pruned_rows(compare_profiles(res["before"], res["after"]), report, res["before"]))
-                 .set_index("measure"))
-        if report.bn_images:
-            st.caption(f"Top-1 accuracy is after BatchNorm re-estimation on {report.bn_images} scoring photos "
-                       "(none of them among the evaluation images); the row below it is the same pruned model "
-                       "before that, on the same images.")
-        elif res["after"].accuracy is not None:
-            st.caption("BatchNorm statistics were not re-estimated: the accuracy is the raw pruned one.")
+        head, bn_note = RP.pruned_captions(res["run_id"], report, res["after"])
+        st.caption(head)
+        st.table(pd.DataFrame(RP.pruned_table(res["before"], res["after"], report)).set_index("measure"))
+        if bn_note:
+            st.caption(bn_note)
         st.plotly_chart(charts.importance_strip(report), width="stretch", key="prune_strip")
         st.caption("Each dot is one channel. Layers joined by a residual connection or a "
                    "BatchNorm share one decision, so they appear as one row (hover to see them).")
@@ -180,8 +145,7 @@ with structured:
         pick = st.selectbox("Look closer at one group", roots, key="prune_pick") if roots else None
         if pick in report.by_root():
             st.plotly_chart(charts.channel_scores(report.by_root()[pick]), width="stretch", key="prune_one")
-        st.plotly_chart(charts.channel_bars(res["rows_before"], res["rows_after"]), width="stretch",
-                        key="prune_bars")
+        st.plotly_chart(charts.channel_bars(*res["layers"]), width="stretch", key="prune_bars")
         comp = current()
         if comp is not None and not comp.quantized:
             st.download_button("Download the current compressed model (.pt, loads with weights_only=True)",
@@ -203,12 +167,11 @@ with structured:
     if st.button("Run sensitivity scan", key="sens_go", disabled=sets is None or not ratios):
         device = current_device()
         bar = st.progress(0.0, text="starting")
-        batches = sets.scoring_batches(int(n_scan)) if sets else []
         try:
-            table = P.sensitivity(model, spec.input_size, batches, criterion=criterion,
-                                  unit=unit, ratios=tuple(sorted(ratios)), protected=tuple(protected),
-                                  device=device, cache_dir=cache_dir() / "sensitivity", reestimate_bn=bn,
-                                  on_progress=lambda ev: bar.progress(ev.fraction, text=ev.message))
+            table = RP.sensitivity_scan(model, spec.input_size, sets, int(n_scan), criterion=criterion,
+                                        unit=unit, ratios=tuple(sorted(ratios)), protected=tuple(protected),
+                                        device=device, reestimate_bn=bn,
+                                        on_progress=lambda ev: bar.progress(ev.fraction, text=ev.message))
             keep_result("sensitivity", {"table": table})
         except CompressError as err:
             st.error(str(err))
@@ -216,26 +179,17 @@ with structured:
     sens = shown_result("sensitivity")
     if sens:
         t = sens["table"]
-        st.caption(f"{t.n} scoring photos; each pruned model "
-                   + ("had its BatchNorm statistics re-estimated first." if t.reestimate_bn
-                      else "was scored as pruned (no BatchNorm re-estimation).")
-                   + (" From the cache: the same weights, images and settings were scanned before."
-                      if t.cached else ""))
+        st.caption(RP.sensitivity_caption(t))
         st.plotly_chart(charts.sensitivity_lines(t), width="stretch", key="sens_chart")
         with st.expander("Sensitivity table"):
-            st.dataframe(pd.DataFrame([dict(unit=r.unit, ratio=r.ratio, top1=round(r.top1, 2),
-                                            ci95=f"{r.ci95[0]:.1f}–{r.ci95[1]:.1f}", n=r.n,
-                                            macs_x=round(r.macs_fraction, 3)) for r in t.rows]),
-                         hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(RP.sensitivity_rows(t)), hide_index=True, width="stretch")
 
 # ------------------------------------------------------------------ unstructured
 with unstructured:
     st.info("Zeroed weights are still stored and still multiplied: the dense file keeps its "
             "size and the dense model its speed. The zeros only pay off when the file is "
             "compressed (the gzip row) or run by a sparse engine.")
-    comp = current()
-    if comp is not None and (comp.quantized or comp.recipe.unstructured is not None):
-        comp = None                     # a quantized model is final; zeroing replaces earlier zeroing
+    comp = RP.zeroing_start(current())
     start_options = ["original"] + (["compressed"] if comp else [])
     start = st.radio("Start from", start_options, horizontal=True, key="un_start",
                      format_func={"original": "the original model",
@@ -260,7 +214,6 @@ with unstructured:
                 "after": Profile.from_json(result.after), "sparsity": result.reports["prune_unstructured"]})
     ures = shown_result("unstructured_result")
     if ures:
-        st.caption(f"Before: the model it started from; after: with zeroed weights. Both measured in run "
-                   f"#{ures['run_id']}.")
+        st.caption(RP.zeroed_caption(ures["run_id"]))
         st.table(pd.DataFrame(compare_profiles(ures["before"], ures["after"])).set_index("measure"))
         st.plotly_chart(charts.sparsity_bars(ures["sparsity"]), width="stretch", key="un_chart")

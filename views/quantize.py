@@ -15,8 +15,7 @@ from compress import charts
 from compress.zoo import no_data_hint
 from compress import quantize as Q
 from compress.errors import CompressError
-from compress.measure import Profile
-from compress.report import BUSY, speed_against, speed_entry, speed_phrase
+from compress.report import quantizing as RQ
 from views.common import (base_recipe, keep_result, shown_result, current, current_device, data_settings, eval_sets_for, model_key,
                           on_sidebar_settings, require_model, run_variants, set_current)
 
@@ -51,8 +50,7 @@ with left:
                                 "(ONNX Runtime FP32, ExecuTorch FP32).")
     for m in modes:
         st.caption(f"**{m}**: {Q.MODES[m].description}")
-    caveat = Q.torch_int8_caveat(source) if {"static", "qat"} & set(modes) else None
-    if caveat:
+    for caveat in Q.caveats(source, modes):
         st.warning(caveat)
 with right:
     backend = st.radio("PyTorch INT8 kernels for", Q.BACKENDS, horizontal=True, key="q_backend",
@@ -127,7 +125,7 @@ if st.button("Quantize and measure", type="primary", key="q_go", disabled=not mo
                                               train_limit=int(train_limit)))
     # ONNX Runtime FP32 is always measured (not recorded), and ExecuTorch FP32 when et-int8 is
     # chosen: the fair float baselines for INT8 in those runtimes
-    references = ["ort-fp32"] + [Q.MODES[m].float_twin for m in modes if Q.MODES[m].float_twin not in (None, "ort-fp32")]
+    references = Q.reference_modes(modes)
     out = run_variants(recipe, [replace(cfg, mode=m) for m in modes], "Quantize",
                        start=comp if from_comp else None, references=[replace(cfg, mode=r) for r in references])
     if out is not None:
@@ -135,86 +133,31 @@ if st.button("Quantize and measure", type="primary", key="q_go", disabled=not mo
 
 res = shown_result("quant_result")
 if res:
-    out = res["variants"]
-    ok = [r for r in out.results if not isinstance(r, dict)]
-    refs = [r for r in out.baselines if not isinstance(r, dict)]
-    for r in out.baselines + out.results:
-        if isinstance(r, dict):
-            st.error(f"{r['config'].mode}: {r['error']}")
-
-    def runtime_name(r):
-        return r.model.runtime + (f" on {r.device}" if r.recipe.quantize.mode in ("fp16", "bf16") else "")
-    rows_src = ([("Original (unpruned) FP32", Profile.from_json(out.before), None)] if res["from_comp"] else []) \
-        + [("PyTorch FP32", Profile.from_json(out.reference), None)] \
-        + [(runtime_name(r), Profile.from_json(r.after), None) for r in refs] \
-        + [(runtime_name(r), Profile.from_json(r.after), r) for r in ok]
-    variant_names = [name for name, _, r in rows_src if r is not None]
-
-    def same_runtime_speedup(p, sp):
-        """INT8 against FP32 in the runtime that runs it: measured in the same loop for ONNX
-        Runtime and ExecuTorch; PyTorch's own FP32 is the reference for PyTorch modes."""
-        comp = speed_entry(p.to_json(), "compression")
-        if comp is not None:
-            return comp["ratio"]
-        return sp["ratio"] if sp and p.runtime.startswith("PyTorch") else None
-    base = Profile.from_json(out.reference)
-    base_name = "float model" if res["from_comp"] else "original"   # its name in the timing loop
-    rows, busy = [], []
-    for name, p, r in rows_src:
-        lat, acc = p.latency_ms, p.accuracy
-        sp = speed_against(p.to_json(), base_name)
-        if sp is not None and sp["noisy"]:
-            busy.append(f"{name}: {sp['why']}")
-        rows.append({
-            "model": name, "size (MB)": p.size_bytes / 1e6, "× size": p.size_bytes / base.size_bytes,
-            "latency median (ms)": lat.median, "latency p90 (ms)": lat.p90,
-            # per-round ratios from one interleaved loop; the baselines' own rows from medians of that loop
-            "speed-up vs PyTorch FP32": sp["ratio"] if sp else base.latency_ms.median / lat.median,
-            "speed-up 95% interval": f"{sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}" + (" ⚠ busy" if sp["noisy"] else "")
-            if sp else "",
-            "speed-up vs FP32 in its runtime": same_runtime_speedup(p, sp),
-            "top-1 %": None if acc is None else acc.top1,
-            "95% CI": "" if acc is None else f"{acc.ci95[0]:.1f}–{acc.ci95[1]:.1f}",
-            "same top-1 as FP32 %": 100.0 if r is None and name == "PyTorch FP32" else p.agreement_top1,
-            "history run": None if r is None else r.run_id,
-            "notes": " ".join(p.notes)})
+    table = RQ.quantize_table(res["variants"], res["from_comp"])
+    for error in table.errors:
+        st.error(error)
+    rows = table.rows
     st.subheader(f"Results for the {res['source']}")
-    lat0 = base.latency_ms
-    n = base.accuracy.n if base.accuracy else 0
-    n_cal = max((s["report"].get("calibration_images", 0) for r in ok for s in r.steps if s["step"] == "quantize"),
-                default=0)
-    st.caption(f"Latency: batch 1, {lat0.runs} rounds after {lat0.warmup} warm-up; in each round every "
-               f"model below runs once, in turn, so all of them see the same load. {lat0.threads} "
-               f"threads, CPU unless noted. Speed-up: the median of the round-by-round ratios, with its "
-               f"95% interval. Accuracy: the same {n} images for every row, the same "
-               f"images as every page with these sidebar settings ({n_cal} other images, from a separate "
-               "pool, calibrated INT8). Size: the bytes of each runtime's own file. Every row below the "
-               "baselines is a run in the history, with its model.")
-    fmt = {"size (MB)": "{:.2f}", "× size": "×{:.2f}", "latency median (ms)": "{:.2f}",
-           "latency p90 (ms)": "{:.2f}", "speed-up vs PyTorch FP32": "{:.2f}×",
-           "speed-up vs FP32 in its runtime": "{:.2f}×", "top-1 %": "{:.2f}",
-           "same top-1 as FP32 %": "{:.1f}", "history run": "#{:.0f}"}
-    st.table(pd.DataFrame(rows).set_index("model").style.format(fmt, na_rep="–"))
-    if busy:
-        st.warning(f"⚠ {BUSY[0].upper() + BUSY[1:]}. " + "; ".join(busy) + ".")
-    for name, r in zip(variant_names, ok):
-        phrase = speed_phrase(out.before, r.after)
-        if phrase:
-            st.caption(f"**{name}** against the original: {phrase}.")
+    st.caption(table.caption)
+    st.table(pd.DataFrame(rows).set_index("model").style.format(RQ.TABLE_FORMAT, na_rep="–"))
+    if table.busy:
+        st.warning(table.busy)
+    for line in table.speed_lines:
+        st.caption(line)
     names = [r["model"] for r in rows]
     c = st.columns(3)
     c[0].plotly_chart(charts.variant_bars(names, [round(r["size (MB)"], 2) for r in rows], "Size", "MB"),
                       width="stretch", key="q_size")
     c[1].plotly_chart(charts.variant_bars(names, [r["latency median (ms)"] for r in rows],
                                           "Latency (median, batch 1)", "ms"), width="stretch", key="q_lat")
-    if base.accuracy is not None:
+    if any(r["top-1 %"] is not None for r in rows):
         c[2].plotly_chart(charts.variant_bars(names, [r["top-1 %"] for r in rows], "Top-1 accuracy", "%"),
                           width="stretch", key="q_acc")
-    if ok:
-        labels = [f"{name} (run #{r.run_id})" for name, r in zip(variant_names, ok)]
+    if table.variants:
+        labels = [f"{name} (run #{r.run_id})" for name, r in table.variants]
         choice = st.selectbox("Make one of them the current compressed model", labels, key="q_pick")
         if st.button("Use this model", key="q_use"):
-            point = ok[labels.index(choice)].point
+            point = table.variants[labels.index(choice)][1].point
             set_current(point)
             st.success(f"The current compressed model is now: {point.label}.")
 
@@ -226,14 +169,10 @@ if st.button("Rank layers by quantization error", key="q_sqnr", disabled=not has
     sets = load_sets()
     if sets is not None:
         try:
-            keep_result("q_errors", {"src": src_key,
-                                         "errors": Q.layer_sqnr(source, sets.scoring_batches(min(calib, 128)),
-                                                                max_images=min(calib, 128))})
+            keep_result("q_errors", {"src": src_key, "errors": RQ.rank_layers(source, sets, calib)})
         except CompressError as err:
             st.error(str(err))
 errs = shown_result("q_errors")
 if errs and errs["src"] == src_key:
-    worst = sorted(errs["errors"], key=lambda e: e.sqnr_db)[:3]
     st.plotly_chart(charts.sqnr_bars(errs["errors"], keep), width="stretch", key="q_sqnr_chart")
-    st.caption("Lowest SQNR: " + ", ".join(f"{e.layer} ({e.sqnr_db:.1f} dB)" for e in worst) +
-               ". Add them to *Layers to keep in float* and measure again.")
+    st.caption(RQ.sqnr_sentence(errs["errors"]))

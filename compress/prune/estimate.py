@@ -20,11 +20,12 @@ channels). tests/test_estimate.py checks the result against real prunes over a g
 settings on resnet18, efficientnet_lite0 and mobilenet_v3_large.
 
 Exact for uniform scope with any criterion (the counts do not depend on which channels go)
-and for global scope with the weight criteria (l1, l2, bn_scale, fpgm), whose scores are
-computed once. Global scope with a data criterion (activation, taylor) or random scores
-is ranked with L1 instead and marked ``exact: False``. A model with a layer type this
-arithmetic does not know is marked ``supported = False``; ``prune.estimate`` then prunes
-a copy as before.
+and for global scope with a criterion whose registry entry says ``exact_global`` (the
+weight criteria: scores computed once). Global scope with any other criterion (data or
+random scores) is ranked with the registry's stand-in (L1) instead and marked
+``exact: False``. A model with a layer type this
+arithmetic does not know is marked ``supported = False``; ``structured.estimate`` then
+prunes a copy as before.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-EXACT_GLOBAL = ("l1", "l2", "bn_scale", "fpgm")    # deterministic weight scores
-MAX_PRUNING_RATIO = 0.95                           # as prune._make_pruner passes to MetaPruner
+from compress.prune import criteria
+from compress.prune.layers import MAX_PRUNING_RATIO
 
 _KNOWN = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
@@ -86,7 +87,7 @@ class ChannelCounter:
         names = {m: n for n, m in work.named_modules()}
         self._names = names
         example = torch.zeros(1, *input_size)
-        self._pruner = tp.pruner.MetaPruner(work, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
+        self._pruner = tp.pruner.MetaPruner(work, example, importance=criteria.get(criteria.STAND_IN).make(),
                                             pruning_ratio=0.0, ignored_layers=[],
                                             max_pruning_ratio=MAX_PRUNING_RATIO)
         dg = self._pruner.DG
@@ -231,8 +232,7 @@ class ChannelCounter:
         """Each group's channel scores as torch-pruning ranks them globally (averaged over
         channel groups), computed once per criterion."""
         if criterion not in self._scores:
-            from compress.prune import CRITERIA
-            imp = CRITERIA[criterion].make()
+            imp = criteria.get(criterion).make()
             out = []
             for g in self.groups:
                 s = imp(g.group)
@@ -245,7 +245,7 @@ class ChannelCounter:
         return self._scores[criterion]
 
     def removed(self, cfg, protected: tuple[str, ...], outputs: tuple[str, ...]) -> tuple[dict[int, int], bool]:
-        """Root channels each group loses under ``cfg`` (a prune.StructuredConfig with a
+        """Root channels each group loses under ``cfg`` (a StructuredConfig with a
         ratio), and whether that count is exact (see the module docstring)."""
         ignored = set(protected) | set(outputs)
         if cfg.only_layers:
@@ -277,9 +277,8 @@ class ChannelCounter:
             else:
                 removed[gi] = local(gi, default)
         if pooled:
-            criterion = cfg.criterion if cfg.criterion in EXACT_GLOBAL else "l1"
-            exact = cfg.criterion in EXACT_GLOBAL
-            scores = self._group_scores(criterion)
+            exact = criteria.get(cfg.criterion).exact_global
+            scores = self._group_scores(criteria.global_ranking_criterion(cfg.criterion))
             pooled = [gi for gi in pooled if scores[gi] is not None]
             concat = torch.cat([scores[gi] for gi in pooled]) if pooled else torch.zeros(0)
             total = len(concat)
