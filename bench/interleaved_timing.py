@@ -13,7 +13,7 @@ import torch
 
 from compress import prune as P
 from compress.checkpoint import load_model
-from compress.measure import time_interleaved
+from compress.timing import time_interleaved
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 hogs = int(sys.argv[2]) if len(sys.argv) > 2 else 2

@@ -25,7 +25,8 @@ import torch_pruning as tp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import prune as P  # noqa: E402
-from compress.measure import count_macs, count_params, evaluate, measure_latency  # noqa: E402
+from compress.measure import count_macs, count_params, evaluate  # noqa: E402
+from compress.timing import measure_latency  # noqa: E402
 from compress.checkpoint import load_model  # noqa: E402
 from compress.zoo import build_architecture  # noqa: E402
 

@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress import data as D  # noqa: E402
 from compress import quantize as Q  # noqa: E402
-from compress.measure import evaluate, time_interleaved  # noqa: E402
+from compress.measure import evaluate  # noqa: E402
+from compress.timing import time_interleaved  # noqa: E402
 from compress.checkpoint import load_model  # noqa: E402
 from compress.zoo import build_architecture, get_spec  # noqa: E402
 

@@ -28,10 +28,14 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from compress import pipeline
+from compress.distill import RecoverConfig
 from compress.errors import CompressError
 from compress.progress import Cancel, Cancelled, OnProgress, emit
-from compress.quantize import MODES
+from compress.prune import StructuredConfig
+from compress.quantize import MODES, QuantConfig
 from compress.recipe import MeasureRef, Recipe
+from compress.report import speed_entry
 
 OBJECTIVES = ("latency", "size")
 # runtime searched -> its INT8 mode; the FP32 form is that mode's float twin (None: PyTorch
@@ -101,8 +105,6 @@ def validate(cfg: AutoConfig) -> None:
 
 def candidates(base: Recipe, cfg: AutoConfig) -> list[Candidate]:
     """The recipes searched, from the least to the most compressed."""
-    from compress.prune import StructuredConfig
-    from compress.quantize import QuantConfig
     int8_mode = RUNTIMES[cfg.runtime]
     float_mode = MODES[int8_mode].float_twin
     out = []
@@ -125,7 +127,6 @@ def _objective(after: dict, objective: str) -> Optional[float]:
     interleaved speed-up), or the model file's bytes."""
     if objective == "size":
         return float(after["size_bytes"])
-    from compress.report import speed_entry
     total = speed_entry(after, "total")
     return 1.0 / total["ratio"] if total and total.get("ratio") else None
 
@@ -222,7 +223,6 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     ``loaded``: the original model when the caller holds it already. ``measure=False``
     measures nothing: the result is built from the runs already in the history (a page
     opens with the ladder of an earlier search at once)."""
-    from compress import pipeline
     validate(cfg)
     if not base.data.path:
         raise AutoError("The autopilot needs labelled evaluation images (--data) to keep the accuracy "
@@ -301,7 +301,6 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     # photos), in the runtime's INT8 form; a ratio that fails even after distillation ends
     # this step, as a larger one would fail too
     if base.data.train_path and cfg.distill_epochs > 0:
-        from compress.distill import RecoverConfig
         rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs, lr=0.05, temperature=2.0, alpha=0.5)
         failed = sorted({c.recipe.prune.ratio for c in cands if c.screen and c.why and c.recipe.prune is not None})
         int8 = RUNTIMES[cfg.runtime]

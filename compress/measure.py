@@ -19,23 +19,18 @@ import gzip
 import io
 import math
 import os
-import statistics
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from compress.data import check_labels_fit  # noqa: F401  (re-exported: measure's callers use it)
 from compress.errors import DataError
 from compress.paths import cache_dir
 from compress.progress import Cancel, Cancelled, OnProgress, emit
 from compress.runtimes import ONNX_RUNTIME, PYTORCH_EAGER
-from compress.timing import (NOISY_OTHERS, NOISY_P90, NOISY_RATIO, Latency, Speedup, Timing,  # noqa: F401
-                             measure_latency, median_ci95, others_cpu_share, time_interleaved)
+from compress.timing import Latency, measure_latency
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -313,7 +313,7 @@ def test_every_numeric_flag_rejects_zero_negative_and_huge_with_one_line(capsys)
 def test_numbers_in_a_recipe_file_and_in_the_engine(tmp_path):
     from compress.__main__ import main
     from compress.limits import BadNumber
-    from compress.measure import measure_latency
+    from compress.timing import measure_latency
     import contextlib
     for body, msg in [('{"measure": {"runs": -3}}', "measure.runs: -3 is out of range"),
                       ('{"measure": {"batch": 0}}', "measure.batch: 0 is out of range"),

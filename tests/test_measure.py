@@ -7,6 +7,7 @@ from torch import nn
 
 from compress import data as D
 from compress import measure as M
+from compress import timing as T
 
 
 def test_wilson_interval_known_values():
@@ -48,8 +49,8 @@ def test_layer_table_counts_layers_that_have_children(lite0):
 
 def test_latency_reports_method_and_scales_with_batch():
     m = torchvision.models.resnet18(num_classes=10)
-    one = M.measure_latency(m, (3, 32, 32), torch.device("cpu"), batch=1, warmup=2, runs=7)
-    many = M.measure_latency(m, (3, 32, 32), torch.device("cpu"), batch=32, warmup=2, runs=7)
+    one = T.measure_latency(m, (3, 32, 32), torch.device("cpu"), batch=1, warmup=2, runs=7)
+    many = T.measure_latency(m, (3, 32, 32), torch.device("cpu"), batch=32, warmup=2, runs=7)
     assert one.runs == 7 and one.batch == 1 and one.device == "cpu" and one.threads >= 1
     assert 0 < one.median <= one.p90
     assert many.median > one.median  # 32 images cost more than one, measured in the same run
@@ -93,7 +94,7 @@ def test_efficientnet_lite0_accuracy_on_real_images(lite0, imagenet_val):
 def test_labels_outside_the_model_are_refused():
     from compress.errors import DataError
     with pytest.raises(DataError, match="label 999.*10 classes"):
-        M.check_labels_fit([0, 999], 10, "resnet18_cifar10")
+        D.check_labels_fit([0, 999], 10, "resnet18_cifar10")
 
 
 def test_gzip_size_is_gzip_level_6_and_remembered(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import torch
 from compress import charts
 from compress import prune as P
 from compress.errors import CompressError
+from compress.limits import BOUNDS
 from compress.measure import Profile
 from compress.report import compare_profiles, figures
 from compress.report import pruning as RP
@@ -195,9 +196,10 @@ with unstructured:
                      format_func={"original": "the original model",
                                   "compressed": f"the current compressed model ({comp.label if comp else ''})"}.get)
     u = st.columns(3)
-    u_amount = u[0].slider("Share of weights to set to zero", 0.0, 0.95, 0.5, 0.05, key="un_amount")
-    u_method = u[1].radio("Which weights", ["l1", "random"], key="un_method",
-                          format_func={"l1": "the smallest", "random": "random (control)"}.get)
+    u_amount = u[0].slider("Share of weights to set to zero", *BOUNDS["unstructured_amount"][:2], 0.5, 0.05,
+                           key="un_amount")
+    u_method = u[1].radio("Which weights", list(P.UNSTRUCTURED_METHODS), key="un_method",
+                          format_func=lambda m: P.UNSTRUCTURED_METHODS[m].description)
     u_scope = u[2].radio("Threshold", ["global", "layer"], key="un_scope",
                          format_func={"global": "one for the whole model", "layer": "per layer"}.get)
     if st.button("Apply unstructured pruning", key="un_go", disabled=u_amount == 0):

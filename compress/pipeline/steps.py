@@ -15,7 +15,8 @@ from compress.checkpoint import load_checkpoint, load_model
 from compress.device import resolve_device
 from compress.distill import load_teacher, recover
 from compress.errors import CompressError, DataError
-from compress.measure import evaluate, profile_model, time_interleaved
+from compress.measure import evaluate, profile_model
+from compress.timing import time_interleaved
 from compress.progress import Cancel, OnProgress, emit
 from compress.quantize import MODES, QuantConfig, profile_quantized, quantize
 from compress.quantize import validate as validate_quant

@@ -1,0 +1,163 @@
+"""``run``: the flag form of a recipe, a recipe file, a start from an earlier run."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from compress import pipeline
+from compress.checkpoint import save_artifact
+from compress.distill import RecoverConfig
+from compress.errors import CompressError
+from compress.history import History
+from compress.prune import StructuredConfig, UnstructuredConfig
+from compress.quantize import MODES, QuantConfig
+from compress.recipe import STEP_SECTIONS, DataRef, ExportRef, MeasureRef, ModelRef, Recipe, validate
+from compress.report import speed_phrase
+from compress.runtimes import ONNX_RUNTIME
+from compress.zoo import LoadedModel
+from compress.cli.common import _default_data, _fmt_bytes, _names
+
+
+def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
+    """The flag form of ``run`` as a Recipe (the same thing a recipe file holds)."""
+    if a.finetune_epochs and a.distill_epochs:
+        raise CompressError("Choose one recovery: --finetune-epochs or --distill-epochs, not both.")
+    if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
+        raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
+                            "its train split; a folder without labels works with --distill-alpha 1).")
+    if a.quantize in MODES and MODES[a.quantize].calibrates and not a.data:
+        raise CompressError(f"--quantize {a.quantize} calibrates on real images: give --data.")
+    if a.quantize in MODES and MODES[a.quantize].trains and not a.train_data:
+        raise CompressError(f"--quantize {a.quantize} fine-tunes on labelled photos: give --train-data "
+                            "(a CIFAR-10 tarball uses its train split).")
+    prune = None
+    if a.prune_ratio is not None or a.prune_layers:
+        protected = None if a.protect is None else (() if a.protect == "none" else _names(a.protect))
+        ratio = 0.5 if a.prune_ratio is None else a.prune_ratio
+        prune = StructuredConfig(
+            ratio=ratio if a.prune_target == "ratio" else None, criterion=a.prune_criterion,
+            scope=a.prune_scope, only_layers=_names(a.prune_layers), protected=protected,
+            round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed,
+            bn_images=a.bn_images)
+    recover = None
+    if a.finetune_epochs or a.distill_epochs:
+        recover = RecoverConfig(method="distill" if a.distill_epochs else "finetune",
+                                epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
+                                temperature=a.distill_T, alpha=a.distill_alpha,
+                                teacher=a.teacher or "original", seed=a.seed,
+                                attention=a.distill_attention, warmup_epochs=a.warmup_epochs)
+        if prune is None and not allow_no_prune:
+            raise CompressError("Recovery trains a pruned model: add --prune-ratio or --prune-layers.")
+    unstructured = None
+    if a.unstructured_amount:
+        unstructured = UnstructuredConfig(amount=a.unstructured_amount, method=a.unstructured_method,
+                                          scope=a.unstructured_scope, seed=a.seed)
+    quant = None
+    if a.quantize != "none":
+        quant = QuantConfig(mode=a.quantize, backend=a.qbackend, calibration=a.calib, observer=a.observer,
+                            equalize=a.equalize, bias_correction=a.bias_correction,
+                            keep_float=_names(a.keep_float), keep_worst=a.keep_worst,
+                            keep_rank=a.keep_rank, weight_bits=0 if a.weight_bits == "auto" else int(a.weight_bits),
+                            qat_epochs=a.qat_epochs, qat_lr=a.qat_lr)
+    return Recipe(
+        model=ModelRef(name=a.model or ("" if a.checkpoint else "resnet18_cifar10"),
+                       weights=a.weights, checkpoint=a.checkpoint, arch=a.arch, num_classes=a.num_classes or None,
+                       trust_pickle=a.trust_pickle),
+        data=DataRef(path=a.data, limit=a.limit, seed=a.seed, train_path=a.train_data, train_limit=a.train_limit),
+        measure=MeasureRef(device=a.device, batch=a.batch, runs=a.runs, warmup=a.warmup, threads=a.threads),
+        prune=prune, prune_steps=a.prune_steps, recover=recover, unstructured=unstructured, quantize=quant,
+        export=ExportRef(formats=_names(a.export), out_dir=a.out))
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    """Run a recipe (a file, or built from the flags) through the pipeline; print the
+    Result as JSON or a short table. Every run is recorded in the history."""
+    from dataclasses import replace
+    start = None
+    history = None if a.no_history else History(a.history)
+    if a.recipe:
+        recipe = Recipe.load(a.recipe)
+        if not recipe.data.path and not recipe.model.checkpoint:
+            a.data = None
+            _default_data(a, recipe.model.name)
+            if a.data:
+                recipe = replace(recipe, data=replace(recipe.data, path=a.data))
+        if a.export or a.out:
+            recipe = replace(recipe, export=ExportRef(
+                formats=_names(a.export) or recipe.export.formats, out_dir=a.out or recipe.export.out_dir))
+    else:
+        if a.from_run is None:
+            _default_data(a, a.model or ("" if a.checkpoint else "resnet18_cifar10"))
+        elif a.data and a.data.lower() == "none":
+            a.data = None
+        recipe = _recipe_from_flags(a, allow_no_prune=a.from_run is not None)
+    if a.from_run is not None:
+        start, recipe = _start_from(a, recipe, history)
+    validate(recipe)
+    if a.save and recipe.quantize is not None and MODES[recipe.quantize.mode].engine != ONNX_RUNTIME:
+        raise CompressError("--save writes float checkpoints and ONNX Runtime models; a "
+                            f"--quantize {recipe.quantize.mode} model is measured but not saved "
+                            "(use --export torchscript, or --quantize ort-int8 for an ONNX file).")
+
+    def log(ev):
+        if not a.json:
+            print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
+
+    result = pipeline.run(recipe, on_progress=log, history=history, source="cli", start=start)
+    for w in result.warnings:                  # e.g. a history that could not be written
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+    out = result.to_json()
+    if a.save:
+        if recipe.quantize is None:
+            loaded = result.loaded
+            meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
+            save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
+                          a.save, meta=meta)
+            out["artifacts"]["checkpoint"] = str(a.save)
+        else:
+            Path(a.save).write_bytes(result.model.onnx)
+            out["artifacts"]["onnx"] = str(a.save)
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    before, after = result.before, result.after
+    for label, key, fmt in [("params", "params", lambda v: f"{v / 1e6:.2f} M"),
+                            ("size (file)", "size_bytes", _fmt_bytes),
+                            ("size (gzip)", "size_gzip_bytes", _fmt_bytes),
+                            ("MACs", "macs", lambda v: "-" if v is None else f"{v / 1e9:.3f} G")]:
+        print(f"{label:<20} {fmt(before[key]):>12} -> {fmt(after[key]):>12}")
+    lb, la = before["latency_ms"], after["latency_ms"]
+    print(f"{'latency median':<20} {lb['median']:>9.2f} ms -> {la['median']:>9.2f} ms "
+          f"(batch {la['batch']}, {la['device']}, {la['threads']} threads)")
+    speed = speed_phrase(before, after) if after is not before else None
+    if speed:
+        print(f"{'speed':<20} {speed}")
+    if before["accuracy"]:
+        ab, aa = before["accuracy"], after["accuracy"]
+        print(f"{'top-1':<20} {ab['top1']:>11.2f}% -> {aa['top1']:>11.2f}% (n={aa['n']})")
+    for fmt, path in result.artifacts.items():
+        print(f"{fmt:<20} {path}")
+    if result.run_id is not None and not result.warnings:
+        print(f"recorded as run {result.run_id} in {history.path}")
+    return 0
+
+
+def _start_from(a: argparse.Namespace, flags_recipe, history):
+    """(Point, recipe) for ``run --from-run N``: run N's recipe, with the steps the flags
+    give set on top (each drops the steps after it), measured on the flags' data if given."""
+    from dataclasses import replace
+    h = history or History(a.history)
+    run = h.get(a.from_run)
+    if run is None:
+        raise CompressError(f"There is no run {a.from_run} in {h.path}.")
+    start = pipeline.point_of_run(run)
+    recipe = start.recipe
+    for section in STEP_SECTIONS:
+        cfg = getattr(flags_recipe, section)
+        if cfg is not None:
+            recipe = recipe.with_step(section, cfg)
+    if a.data:
+        recipe = replace(recipe, data=flags_recipe.data)
+    return start, replace(recipe, measure=flags_recipe.measure, export=flags_recipe.export, name="")
