@@ -301,7 +301,7 @@ def search(base: Recipe, cfg: AutoConfig, history=None, on_progress: Optional[On
     # photos), in the runtime's INT8 form; a ratio that fails even after distillation ends
     # this step, as a larger one would fail too
     if base.data.train_path and cfg.distill_epochs > 0:
-        rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs, lr=0.05, temperature=2.0, alpha=0.5)
+        rc = RecoverConfig(method="distill", epochs=cfg.distill_epochs)   # the rest: the recovery recipe
         failed = sorted({c.recipe.prune.ratio for c in cands if c.screen and c.why and c.recipe.prune is not None})
         int8 = RUNTIMES[cfg.runtime]
         for ratio in failed:

@@ -5,15 +5,14 @@ temperature and α); :func:`recover` trains a copy of a pruned model back.
 :data:`RECOVERY_METHODS` is the registry of methods (knowledge distillation, with optional
 attention transfer, and fine-tuning): each entry says what it needs (a teacher, labels)
 and holds its handler, and validation, the pipeline, reports and pages read it. Also
-here: which zoo models can teach which student (:func:`compatible_teachers`), teachers
-with another normalisation (:class:`Renormalize`), and the time a recovery will take
-(:func:`estimate_seconds`).
+here: which zoo models can teach which student (:func:`compatible_teachers`) and teachers
+with another normalisation (:class:`Renormalize`). The settings a recovery leaves unset are
+chosen by the one recovery recipe, :mod:`compress.recovery`, which also says how long a
+recovery will take.
 """
 from __future__ import annotations
 
 import copy
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -25,6 +24,7 @@ from torch import nn
 from compress import data as D
 from compress.checkpoint import load_model
 from compress.errors import CompressError
+from compress.measure import evaluate
 from compress.progress import Cancel, OnProgress
 from compress.train import TrainConfig, TrainError, TrainResult, fit
 from compress.zoo import ZOO, get_spec
@@ -209,7 +209,7 @@ class RecoveryMethod:
     handler: Callable                # (student, teacher, cfg, train_batches, device, input_size, fit_kwargs)
 
     def needs_labels(self, cfg: "RecoverConfig") -> bool:
-        return self.always_needs_labels or cfg.alpha < 1.0
+        return self.always_needs_labels or (self.uses_teacher and cfg.alpha is not None and cfg.alpha < 1.0)
 
 
 def _by_distillation(student, teacher, cfg, train_batches, device, input_size, kwargs) -> TrainResult:
@@ -240,21 +240,37 @@ UNFREEZE = {
 
 @dataclass(frozen=True)
 class RecoverConfig:
-    """How to train a pruned model back: plain data, part of a recipe."""
+    """How to train a pruned model back: plain data, part of a recipe.
+
+    A setting left ``None`` is chosen from the work by the one recovery recipe
+    (:func:`compress.recovery.plan`: the number of training photos, their labels, the
+    budget); a setting given is kept as given. ``minutes``, when set, is the budget and
+    ``epochs`` comes from a timed training step."""
     method: str = "distill"          # a name in RECOVERY_METHODS
     epochs: int = 3
-    lr: float = 0.01
-    batch_size: int = 64
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
     optimizer: str = "sgd"
     unfreeze: str = "all"            # "pruned" or "all"
-    temperature: float = 4.0
-    alpha: float = 0.9               # 1.0 = label-free
+    temperature: Optional[float] = None
+    alpha: Optional[float] = None    # 1.0 = label-free
     teacher: str = ORIGINAL          # "original" (the uncompressed model) or a zoo name
     seed: int = 0
-    attention: float = 0.0           # attention-transfer weight on the stage outputs (0 = off)
-    warmup_epochs: float = 0.0       # linear warm-up before the cosine decay to zero
+    attention: Optional[float] = None   # attention-transfer weight on the stage outputs (0 = off)
+    warmup_epochs: Optional[float] = None   # linear warm-up before the cosine decay to zero
+    minutes: Optional[float] = None  # a time budget instead of epochs (turned into epochs on this device)
+    holdout: Optional[int] = None    # training photos kept apart to choose the best epoch (0: keep the last)
+
+    @property
+    def planned(self) -> bool:
+        """Every setting decided (what :func:`compress.recovery.plan` returns)."""
+        return self.minutes is None and None not in (self.lr, self.batch_size, self.temperature, self.alpha,
+                                                     self.attention, self.warmup_epochs, self.holdout)
 
     def train_config(self) -> TrainConfig:
+        if not self.planned:
+            raise DistillError("This recovery's settings are not all decided yet: run it through "
+                               "compress.recovery.plan first.")
         return TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
                            weight_decay=5e-4, schedule="cosine", warmup_epochs=self.warmup_epochs,
                            seed=self.seed)
@@ -271,30 +287,35 @@ class RecoverConfig:
 
 
 def validate_recover(cfg: RecoverConfig) -> None:
-    """Reject settings that cannot train, before any data is read."""
+    """Reject settings that cannot train, before any data is read (a setting left to the
+    plan is checked once the plan has chosen it)."""
     if cfg.method not in RECOVERY_METHODS:
         raise DistillError(f"Unknown recovery {cfg.method!r}: use {' or '.join(RECOVERY_METHODS)}.")
     if not 1 <= cfg.epochs <= 200:
         raise DistillError(f"Epochs must be between 1 and 200, not {cfg.epochs}.")
-    if not 1e-6 <= cfg.lr <= 1.0:
+    if cfg.minutes is not None and not 0.05 <= cfg.minutes <= 24 * 60:
+        raise DistillError(f"The recovery budget must be between 0.05 and 1440 minutes, not {cfg.minutes:g}.")
+    if cfg.holdout is not None and not 0 <= cfg.holdout <= 100_000:
+        raise DistillError(f"The held-out photos must number between 0 and 100000, not {cfg.holdout}.")
+    if cfg.lr is not None and not 1e-6 <= cfg.lr <= 1.0:
         raise DistillError(f"The learning rate must be between 1e-6 and 1, not {cfg.lr:g}.")
-    if not 1 <= cfg.batch_size <= 4096:
+    if cfg.batch_size is not None and not 1 <= cfg.batch_size <= 4096:
         raise DistillError(f"The batch size must be between 1 and 4096, not {cfg.batch_size}.")
     if cfg.optimizer not in ("sgd", "adamw"):
         raise DistillError(f"Unknown optimizer {cfg.optimizer!r}: use sgd or adamw.")
     if cfg.unfreeze not in UNFREEZE:
         raise DistillError(f"Unknown unfreeze choice {cfg.unfreeze!r}: use 'pruned' or 'all'.")
     if RECOVERY_METHODS[cfg.method].uses_teacher:
-        if not 0.05 <= cfg.temperature <= 100:
+        if cfg.temperature is not None and not 0.05 <= cfg.temperature <= 100:
             raise DistillError(f"Temperature must be between 0.05 and 100, not {cfg.temperature}.")
-        if not 0.0 <= cfg.alpha <= 1.0:
+        if cfg.alpha is not None and not 0.0 <= cfg.alpha <= 1.0:
             raise DistillError(f"α must be between 0 and 1, not {cfg.alpha}.")
-        if not 0.0 <= cfg.attention <= 1e5:
+        if cfg.attention is not None and not 0.0 <= cfg.attention <= 1e5:
             raise DistillError(f"The attention-transfer weight must be between 0 and 100000, not {cfg.attention:g}.")
         if cfg.attention and cfg.teacher != ORIGINAL:
             raise DistillError("Attention transfer compares the student's stage outputs with the "
                                "unpruned original's: use the original as the teacher, or set the weight to 0.")
-    if not 0.0 <= cfg.warmup_epochs <= cfg.epochs:
+    if cfg.warmup_epochs is not None and not 0.0 <= cfg.warmup_epochs <= cfg.epochs:
         raise DistillError(f"Warm-up must be between 0 and the {cfg.epochs} epochs, not {cfg.warmup_epochs:g}.")
 
 
@@ -360,9 +381,13 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
             device: torch.device, teacher: Optional[nn.Module] = None,
             val_batches: Optional[Iterable] = None, on_progress: Optional[OnProgress] = None,
             cancel: Optional[Cancel] = None, workdir: Optional[Path] = None,
-            resume: bool = False, input_size=None) -> tuple[nn.Module, TrainResult]:
+            resume: bool = False, input_size=None,
+            holdout_batches: Optional[Iterable] = None) -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``pruned`` back towards ``original``'s accuracy; returns the
     recovered model (CPU, eval mode, every parameter trainable again) and the history.
+
+    ``holdout_batches`` (training photos kept apart) choose the best epoch, the start
+    included: top-1 on them when they carry labels, else top-1 agreement with the teacher.
 
     Distillation uses ``teacher`` when given (a bigger model), else ``original``. With
     ``unfreeze="pruned"`` only :func:`changed_layers`, BatchNorms and the classifier train.
@@ -373,13 +398,36 @@ def recover(pruned: nn.Module, original: nn.Module, cfg: RecoverConfig, train_ba
     trainable = set_trainable(student, cfg.unfreeze, changed_layers(original, pruned))
     if trainable == 0:
         raise DistillError("Nothing to train: no layer was pruned. Choose 'every layer'.")
+    teacher = teacher if teacher is not None else original
     kwargs = dict(val_batches=val_batches, on_progress=on_progress, cancel=cancel,
-                  workdir=workdir, resume=resume)
-    res = cfg.method_entry.handler(student, teacher if teacher is not None else original, cfg, train_batches,
+                  workdir=workdir, resume=resume,
+                  select=None if holdout_batches is None else held_out_score(holdout_batches, teacher, device))
+    res = cfg.method_entry.handler(student, teacher, cfg, train_batches,
                                    device, input_size, kwargs)
     for p in student.parameters():
         p.requires_grad_(True)
     return student.cpu().eval(), res
+
+
+def held_out_score(batches: Iterable, teacher: nn.Module, device: torch.device) -> Callable[[nn.Module], float]:
+    """How a recovery chooses its best epoch on photos kept apart: top-1 (%) when they carry
+    labels, else the share (%) of them on which the student's top-1 is the teacher's."""
+    batches = list(batches)
+    labelled = all(bool((y >= 0).all()) for _, y in batches)
+    if labelled:
+        return lambda m: evaluate(m, batches, device).top1
+    teacher.to(device).eval()
+    with torch.no_grad():
+        wanted = [teacher(x.to(device)).argmax(1) for x, _ in batches]
+
+    def agreement(m: nn.Module) -> float:
+        was = m.training
+        m.eval()
+        with torch.no_grad():
+            same = sum(int((m(x.to(device)).argmax(1) == t).sum()) for (x, _), t in zip(batches, wanted))
+        m.train(was)
+        return 100.0 * same / max(1, sum(len(t) for t in wanted))
+    return agreement
 
 
 def compatible_teachers(student_spec) -> list[str]:
@@ -395,32 +443,3 @@ def compatible_teachers(student_spec) -> list[str]:
         except CompressError:
             pass
     return names
-
-
-@dataclass(frozen=True)
-class TimeEstimate:
-    """How long a recovery will take, from one timed training step and photo reads."""
-    seconds: float
-    steps_per_epoch: int
-    step_seconds: float                # one training step (forward, backward, update; + teacher)
-    read_seconds: float                # reading and preparing one batch of photos
-    n_train: int
-
-
-def seconds_to_read(images, transform, n: int = 16) -> float:
-    """Seconds to read and prepare one of ``images`` (the mean over the first ``n``)."""
-    ds = D.ImageListDataset(images.subset(list(range(min(n, len(images))))), transform)
-    t0 = time.perf_counter()
-    for i in range(len(ds)):
-        _ = ds[i]
-    return (time.perf_counter() - t0) / max(len(ds), 1)
-
-
-def estimate_seconds(cfg: RecoverConfig, n_train: int, step_seconds: float,
-                     read_seconds_per_image: float) -> TimeEstimate:
-    """The time ``cfg`` will train for on ``n_train`` photos, given a measured step time
-    (:func:`compress.train.measure_step_seconds`) and per-photo read time
-    (:func:`seconds_to_read`). Validation and the final measurements come on top."""
-    steps = math.ceil(n_train / cfg.batch_size)
-    read = read_seconds_per_image * cfg.batch_size
-    return TimeEstimate(cfg.epochs * steps * (step_seconds + read), steps, step_seconds, read, n_train)

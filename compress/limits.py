@@ -33,6 +33,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "keep_worst": (0, 1000, "layers kept in float"),
     "epochs": (1, 10_000, "training epochs"),
     "recover_epochs": (0, 200, "recovery epochs"),
+    "recover_minutes": (0.05, 1440.0, "recovery budget in minutes"),
+    "holdout": (0, 100_000, "training photos held out"),
     "qat_epochs": (1, 1000, "QAT epochs"),
     "batch_size": (1, 65_536, "training batch size"),
     "run_id": (1, 2**63 - 1, "run id"),

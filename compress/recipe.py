@@ -143,7 +143,8 @@ class Recipe:
             if self.prune_steps > 1:
                 parts[-1] += f" in {self.prune_steps} steps"
         if self.recover:
-            parts.append(f"{self.recover.method} {self.recover.epochs} ep")
+            r = self.recover
+            parts.append(f"{r.method} " + (f"{r.minutes:g} min" if r.minutes is not None else f"{r.epochs} ep"))
         if self.unstructured:
             parts.append(f"zero {self.unstructured.amount:.0%} weights")
         if self.quantize:
@@ -322,7 +323,7 @@ def presets(model: str = "resnet18_cifar10", data: Optional[DataRef] = None) -> 
     train = bool(data.train_path)
     # depthwise networks lose far more per channel (docs/pruning.md §3): a tenth, not a quarter
     ratio, share = (0.1, "A tenth") if _depthwise(model) else (0.25, "A quarter")
-    recover = RecoverConfig(method="distill", epochs=1, lr=0.01, temperature=4.0, alpha=0.9) if train else None
+    recover = RecoverConfig(method="distill", epochs=1) if train else None   # the rest: the recovery recipe
     pdata = replace(data, train_limit=data.train_limit or 10_000) if train else data
     how = (" BatchNorm statistics are re-estimated after pruning, then one epoch of distillation from the "
            "original on your training photos wins back more." if train else

@@ -16,6 +16,7 @@ the software versions every run records.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -63,12 +64,15 @@ class EpochRecord:
     seconds: float
     samples_per_s: float
     lr: float
+    held_out: Optional[float] = None   # the score that chooses the best epoch (see fit's ``select``)
 
 
 @dataclass
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     seconds: float = 0.0
+    start_score: Optional[float] = None   # ``select``'s score before any training
+    best_epoch: Optional[int] = None      # the epoch whose weights were kept (0: the start)
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -108,12 +112,15 @@ def _autocast(device: torch.device, enabled: bool):
 def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: torch.device,
         val_batches: Optional[Iterable] = None, on_progress: Optional[OnProgress] = None,
         cancel: Optional[Cancel] = None, workdir: Optional[Path] = None, resume: bool = False,
-        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None
-        ) -> TrainResult:
+        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+        select: Optional[Callable[[nn.Module], float]] = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs.
 
     ``loss_fn(logits, labels, inputs)`` overrides the default cross-entropy (distillation
-    passes its KD loss here). ``cancel.is_set()`` is checked every step.
+    passes its KD loss here). ``cancel.is_set()`` is checked every step. ``select(model)``
+    scores the model (higher is better) before training and after every epoch, on photos
+    kept apart from training; the best-scoring weights, the start's included, are the
+    ones left in ``model``, so training never returns a worse model by that score.
     """
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -148,6 +155,10 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     loss_fn = loss_fn or (lambda logits, y, x: ce(logits, y))
     t_start = time.perf_counter()
+    best = None
+    if select is not None and w.main:
+        result.start_score = float(select(model))
+        best = (result.start_score, 0, copy.deepcopy(model.state_dict()))
     report_every = max(1, min(20, steps_per_epoch // 25))   # about 25 points per epoch for live curves
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -199,8 +210,11 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
                 val_acc = evaluate(model, val_batches, device).top1
             val_acc = dist.broadcast_value(val_acc, device)
         secs = time.perf_counter() - t0
+        held = float(select(model)) if best is not None else None
+        if held is not None and held > best[0]:
+            best = (held, epoch + 1, copy.deepcopy(model.state_dict()))
         rec = EpochRecord(epoch + 1, loss_sum / seen, 100 * correct / labelled if labelled else None,
-                          val_acc, secs, seen / secs, opt.param_groups[0]["lr"])
+                          val_acc, secs, seen / secs, opt.param_groups[0]["lr"], held)
         result.history.append(rec)
         emit(on_progress, "epoch", (epoch + 1) / cfg.epochs,
              f"epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.3f}"
@@ -213,6 +227,9 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
                         "scheduler": sched.state_dict(), "epoch": epoch + 1,
                         "history_json": json.dumps([asdict(r) for r in result.history])}, ckpt)
     result.seconds = time.perf_counter() - t_start
+    if best is not None:
+        model.load_state_dict(best[2])
+        result.best_epoch = best[1]
     model.eval()
     return result
 
@@ -224,7 +241,6 @@ def measure_step_seconds(student: nn.Module, input_size: tuple[int, int, int], b
     """Median seconds of one training step (forward, backward, update; plus the teacher's
     forward when distilling) on random images, after one warm-up step. Used to tell the
     user how long a run will take before it starts; the models are not changed."""
-    import copy
     import statistics
     model = copy.deepcopy(student).to(device).train()
     for p in model.parameters():

@@ -11,6 +11,7 @@ from compress.distill import (DistillError, TrainConfig, distill, kd_loss,
                               set_trainable)
 from compress.progress import Cancelled
 from compress.zoo import ZOO, build_architecture
+from compress import recovery as RV
 
 SPEC = ZOO["resnet18_cifar10"]
 
@@ -195,8 +196,8 @@ def test_recover_trains_only_what_pruning_changed_and_returns_a_new_model(cifar_
     assert changed_layers(original, pruned) == ["layer3.0.conv1", "layer3.0.bn1", "layer3.0.conv2"]
     snapshot = {k: v.clone() for k, v in pruned.state_dict().items()}
     x, y = tiny
-    recovered, res = recover(pruned, original, RecoverConfig(method="finetune", epochs=1, unfreeze="pruned"),
-                             _batches(x, y), torch.device("cpu"))
+    cfg = RV.plan(RecoverConfig(method="finetune", epochs=1, unfreeze="pruned", holdout=0), len(x), True).config
+    recovered, res = recover(pruned, original, cfg, _batches(x, y), torch.device("cpu"))
     assert len(res.history) == 1 and recovered is not pruned
     after = recovered.state_dict()
     for k, v in pruned.state_dict().items():                     # the input is untouched
@@ -223,7 +224,8 @@ def test_fine_tuning_on_unlabelled_photos_is_a_message(tiny, tmp_path):
     model = build_architecture("resnet18", 10)
     unlabelled = D.TensorBatches(x, torch.full((len(x),), -1), 64, SPEC.preprocess.mean, SPEC.preprocess.std)
     with pytest.raises(DistillError, match="label-free"):
-        recover(model, model, RecoverConfig(method="finetune", epochs=1), unlabelled, torch.device("cpu"))
+        recover(model, model, RV.plan(RecoverConfig(method="finetune", epochs=1), len(x), True).config, unlabelled,
+                torch.device("cpu"))
 
 
 def test_empty_training_folder_is_a_message(tmp_path):

@@ -17,6 +17,7 @@ import torch
 from compress import charts, pipeline
 from compress import data as D
 from compress import distill as K
+from compress import recovery as RV
 from compress.errors import CompressError
 from compress.report import profiles_table
 from compress.report import recovery as RR
@@ -46,7 +47,7 @@ KD_DEFAULTS = {"kd_method": "distill", "kd_teacher": K.ORIGINAL, "kd_T": 4.0, "k
                "kd_unfreeze": list(K.UNFREEZE)[1], "kd_epochs": 3, "kd_lr": 0.01, "kd_batch": 64,
                # the sidebar's own path, not the bundled sample (it has no training split)
                "kd_train_path": st.session_state.get("data_path", "").strip(), "kd_limit": 2000,
-               "kd_attention": 0.0, "kd_warmup": 0.0}
+               "kd_attention": 0.0, "kd_warmup": 0.0, "kd_auto": True}
 for k, default in KD_DEFAULTS.items():
     st.session_state[k] = st.session_state.get(k, default)
 # A quantized pruned model is recovered through the float model it was made from (kept in the
@@ -93,7 +94,7 @@ def _step_seconds(model_key: str, label: str, batch: int, teacher: str, device_n
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _read_seconds(path: str) -> float:
-    return K.seconds_to_read(_training_images(path), spec.preprocess.transform())
+    return RV.seconds_to_read(_training_images(path), spec.preprocess.transform())
 
 
 result_box = st.container()       # the last run's result, drawn above the controls
@@ -101,6 +102,11 @@ result_box = st.container()       # the last run's result, drawn above the contr
 # ---------------------------------------------------------------- controls
 if not running and student_ok:
     st.markdown(f"**Student:** {comp.label}")
+    auto = st.toggle("Choose the training settings from the photos (recommended)", key="kd_auto",
+                     help="Batch size, learning rate and warm-up, T, α and attention transfer are set from "
+                          "how many training photos there are and whether they have labels, by the same "
+                          "recipe the presets and the autopilot use; a slice of the photos is held out "
+                          "to keep the best epoch. Turn off to set each one yourself.")
     left, right = st.columns(2)
     with left:
         method = st.radio("Recover by", list(K.RECOVERY_METHODS), key="kd_method", horizontal=True,
@@ -115,6 +121,8 @@ if not running and student_ok:
                                    if n == K.ORIGINAL else n,
                                    help="The model whose answers the student learns to copy. A bigger "
                                         "model can teach more, if its weights are here.")
+            temperature = alpha = attention = None
+        if K.RECOVERY_METHODS[method].uses_teacher and not auto:
             temperature = st.slider("Temperature T", 1.0, 10.0, step=0.5, key="kd_T",
                                     help="How much to soften the teacher's answers before copying them.")
             alpha = st.slider("Weight on the teacher α", 0.0, 1.0, step=0.05, key="kd_alpha",
@@ -129,24 +137,26 @@ if not running and student_ok:
                     help="Also copy where in the image each stage of the original looks (its "
                          "spatial attention maps; Zagoruyko & Komodakis 2017). Measured on "
                          "resnet18_cifar10 in docs/distillation.md.")
-        else:
-            teacher, temperature, alpha, attention = None, 4.0, 0.0, 0.0
+        elif not K.RECOVERY_METHODS[method].uses_teacher:
+            teacher, temperature, alpha, attention = None, None, None, None
         unfreeze = st.radio("Train", list(K.UNFREEZE), key="kd_unfreeze", horizontal=True,
                             format_func=K.UNFREEZE.get,
                             help="Training only what pruning changed is faster per step and keeps "
                                  "the rest of the original's weights exactly.")
     with right:
         epochs = st.number_input("Epochs", 1, 200, key="kd_epochs")
-        lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1],
-                              key="kd_lr", format_func=lambda v: f"{v:g}",
-                              help="SGD with momentum and a cosine schedule. 0.01 suits every "
-                                   "layer; the tutorial's selective fine-tuning uses 1e-4.")
-        warmup = st.number_input("Warm-up epochs", 0.0, 200.0, step=0.25, key="kd_warmup",
-                                 help="The learning rate rises linearly from 0 over these epochs, then "
-                                      "follows the cosine schedule to 0. Helps with a high rate. "
-                                      "At most the number of epochs.")
-        batch = st.select_slider("Batch size", [8, 16, 32, 64, 128, 256], key="kd_batch",
-                                 help="Images per step. Smaller needs less memory.")
+        lr = warmup = batch = None
+        if not auto:
+            lr = st.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1],
+                                  key="kd_lr", format_func=lambda v: f"{v:g}",
+                                  help="SGD with momentum and a cosine schedule. 0.01 suits every "
+                                       "layer; the tutorial's selective fine-tuning uses 1e-4.")
+            warmup = st.number_input("Warm-up epochs", 0.0, 200.0, step=0.25, key="kd_warmup",
+                                     help="The learning rate rises linearly from 0 over these epochs, then "
+                                          "follows the cosine schedule to 0. Helps with a high rate. "
+                                          "At most the number of epochs.")
+            batch = st.select_slider("Batch size", [8, 16, 32, 64, 128, 256], key="kd_batch",
+                                     help="Images per step. Smaller needs less memory.")
         path = st.text_input("Training photos", key="kd_train_path",
                              help="A CIFAR-10 tarball or folder (its train split), a labelled folder "
                                   "(labels.csv or one sub-folder per class), or a plain folder of "
@@ -163,21 +173,27 @@ if not running and student_ok:
         except CompressError as e:
             st.error(str(e))
     if images is not None:
-        alpha, no_labels, label_free = RR.label_rule(method, alpha, images.labels is not None)
+        ruled, no_labels, label_free = RR.label_rule(method, alpha if alpha is not None else 0.5,
+                                                     images.labels is not None)
+        alpha = ruled if alpha is not None else None
         if no_labels:
             st.error(no_labels)
             images = None
         elif label_free:
             st.info(label_free)
-    rcfg = K.RecoverConfig(method=method, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
-                           unfreeze=unfreeze, temperature=float(temperature), alpha=float(alpha),
-                           teacher=teacher or K.ORIGINAL, seed=data_settings()[2],
-                           attention=float(attention), warmup_epochs=min(float(warmup), float(epochs)))
+    chosen = {} if auto else dict(lr=float(lr), batch_size=int(batch), warmup_epochs=min(float(warmup), float(epochs)),
+                                  **({} if temperature is None else dict(temperature=float(temperature),
+                                                                         alpha=float(alpha), attention=float(attention))))
+    rcfg = K.RecoverConfig(method=method, epochs=int(epochs), unfreeze=unfreeze, teacher=teacher or K.ORIGINAL,
+                           seed=data_settings()[2], **chosen)
     if images is not None:
         try:
             n_train = len(images) if not limit else min(limit, len(images))
-            step_s = _step_seconds(key, comp.label, int(batch), teacher or "", str(device), comp.model)
-            st.info(RR.estimate_sentence(rcfg, n_train, step_s, _read_seconds(path), device))
+            plan = RV.plan(rcfg, n_train, images.labels is not None)
+            if auto:
+                st.caption(RR.plan_sentence(plan))
+            step_s = _step_seconds(key, comp.label, plan.config.batch_size, teacher or "", str(device), comp.model)
+            st.info(RR.estimate_sentence(plan.config, plan.n_train, step_s, _read_seconds(path), device))
         except CompressError as e:
             st.error(str(e))
             images = None

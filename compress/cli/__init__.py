@@ -70,16 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--finetune-epochs", type=_num("recover_epochs"), default=0, help="recover after pruning by fine-tuning")
     ru.add_argument("--distill-epochs", type=_num("recover_epochs"), default=0,
                     help="recover after pruning by knowledge distillation from --teacher")
-    ru.add_argument("--distill-T", type=_num("temperature"), default=4.0, help="distillation temperature")
-    ru.add_argument("--distill-alpha", type=_num("alpha"), default=0.9,
-                    help="weight of the teacher's term (1 = label-free: no labels needed)")
-    ru.add_argument("--distill-attention", type=_num("attention"), default=0.0,
+    ru.add_argument("--recover-minutes", type=_num("recover_minutes"), default=None,
+                    help="recover after pruning by knowledge distillation for about this many minutes (the "
+                         "epochs come from a training step timed on this device)")
+    ru.add_argument("--distill-T", type=_num("temperature"), default=None,
+                    help="distillation temperature (default: chosen by the recovery recipe, 2)")
+    ru.add_argument("--distill-alpha", type=_num("alpha"), default=None,
+                    help="weight of the teacher's term (1 = label-free: no labels needed; default: 0.5 with "
+                         "labels, 1 without)")
+    ru.add_argument("--distill-attention", type=_num("attention"), default=None,
                     help="weight of attention transfer on the stage outputs (0 = off; 1000 in Zagoruyko & "
-                         "Komodakis); needs the original as the teacher")
-    ru.add_argument("--warmup-epochs", type=_num("warmup_epochs"), default=0.0,
-                    help="recovery: linear learning-rate warm-up before the cosine decay to zero")
+                         "Komodakis); needs the original as the teacher (default: 50 with the original)")
+    ru.add_argument("--warmup-epochs", type=_num("warmup_epochs"), default=None,
+                    help="recovery: linear learning-rate warm-up before the cosine decay to zero (default: a "
+                         "tenth of the run, at most half an epoch)")
+    ru.add_argument("--recover-batch", type=_num("batch_size"), default=None,
+                    help="recovery batch size (default: 128, smaller for few photos)")
+    ru.add_argument("--holdout", type=_num("holdout"), default=None,
+                    help="training photos held out to keep the best epoch (default: a tenth, 16 to 1000; "
+                         "0 keeps the last epoch)")
     ru.add_argument("--teacher", default=None, help="zoo entry to distil from (default: the unpruned model)")
-    ru.add_argument("--lr", type=_num("lr"), default=0.01, help="recovery learning rate (SGD, cosine)")
+    ru.add_argument("--lr", type=_num("lr"), default=None,
+                    help="recovery learning rate (SGD, cosine; default: 0.1 at batch 128, scaled to the batch and "
+                         "down for short runs)")
     ru.add_argument("--unfreeze", default="all", choices=["pruned", "all"],
                     help="pruned: only pruned layers, BatchNorms and the classifier train")
     ru.add_argument("--keep-worst", type=_num("keep_worst"), default=0,

@@ -22,9 +22,10 @@ from compress.cli.common import _default_data, _fmt_bytes, _names
 
 def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
     """The flag form of ``run`` as a Recipe (the same thing a recipe file holds)."""
-    if a.finetune_epochs and a.distill_epochs:
-        raise CompressError("Choose one recovery: --finetune-epochs or --distill-epochs, not both.")
-    if (a.finetune_epochs or a.distill_epochs) and not a.train_data:
+    if sum(bool(x) for x in (a.finetune_epochs, a.distill_epochs, a.recover_minutes)) > 1:
+        raise CompressError("Choose one recovery: --finetune-epochs, --distill-epochs or --recover-minutes, "
+                            "not two.")
+    if (a.finetune_epochs or a.distill_epochs or a.recover_minutes) and not a.train_data:
         raise CompressError("Recovery trains on photos: give --train-data (a CIFAR-10 tarball uses "
                             "its train split; a folder without labels works with --distill-alpha 1).")
     if a.quantize in MODES and MODES[a.quantize].calibrates and not a.data:
@@ -42,12 +43,13 @@ def _recipe_from_flags(a: argparse.Namespace, allow_no_prune: bool = False):
             round_to=a.round_to, target=a.prune_target, target_reduction=ratio, seed=a.seed,
             bn_images=a.bn_images)
     recover = None
-    if a.finetune_epochs or a.distill_epochs:
-        recover = RecoverConfig(method="distill" if a.distill_epochs else "finetune",
-                                epochs=a.distill_epochs or a.finetune_epochs, lr=a.lr, unfreeze=a.unfreeze,
+    if a.finetune_epochs or a.distill_epochs or a.recover_minutes:
+        recover = RecoverConfig(method="finetune" if a.finetune_epochs else "distill",
+                                epochs=a.distill_epochs or a.finetune_epochs or 1, minutes=a.recover_minutes,
+                                lr=a.lr, batch_size=a.recover_batch, unfreeze=a.unfreeze,
                                 temperature=a.distill_T, alpha=a.distill_alpha,
                                 teacher=a.teacher or "original", seed=a.seed,
-                                attention=a.distill_attention, warmup_epochs=a.warmup_epochs)
+                                attention=a.distill_attention, warmup_epochs=a.warmup_epochs, holdout=a.holdout)
         if prune is None and not allow_no_prune:
             raise CompressError("Recovery trains a pruned model: add --prune-ratio or --prune-layers.")
     unstructured = None

@@ -11,4 +11,5 @@ from compress.data.folders import (CIFAR10_CLASSES, IMAGE_EXTENSIONS, TORCHVISIO
                                    resolve_cifar10, scan_folder)
 from compress.data.loaders import (SCORING_POOL, EvalSets, ImageListDataset, TensorBatches,  # noqa: F401
                                    decode_to_tensor, eval_loader, eval_sets, has_labels, make_loader,
-                                   open_rgb, scoring_pool_size, scoring_split, subset_indices, train_loader)
+                                   open_rgb, scoring_pool_size, scoring_split, subset_indices, train_loader,
+                                   train_split, count_training)

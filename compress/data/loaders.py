@@ -273,6 +273,35 @@ def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None
     return make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
 
 
+def train_split(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
+                batch_size: int = 64, holdout: int = 0, num_classes: Optional[int] = None, model_name: str = "",
+                categories: Sequence[str] = ()) -> tuple[DataLoader, Optional[list]]:
+    """Training batches as :func:`train_loader` gives them, less ``holdout`` photos kept apart
+    (a seeded choice, never trained on), returned as a list of batches to choose the best
+    epoch on (None without a held-out slice)."""
+    images = open_training(path)
+    if num_classes is not None:
+        images = for_model(images, num_classes, model_name, categories)
+    images = images.subset(subset_indices(len(images), limit, seed))
+    if holdout <= 0:
+        return make_loader(ImageListDataset(images, transform), batch_size=batch_size, shuffle=True, seed=seed), None
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    held, kept = sorted(order[:holdout]), sorted(order[holdout:])
+    train = make_loader(ImageListDataset(images.subset(kept), transform), batch_size=batch_size, shuffle=True,
+                        seed=seed)
+    return train, list(make_loader(ImageListDataset(images.subset(held), transform), batch_size=64))
+
+
+def count_training(path: str | os.PathLike, limit: Optional[int] = None, num_classes: Optional[int] = None,
+                   model_name: str = "", categories: Sequence[str] = ()) -> tuple[int, bool, ImageList]:
+    """(how many training photos a run will use, whether they carry labels, the photos)."""
+    images = open_training(path)
+    if num_classes is not None:
+        images = for_model(images, num_classes, model_name, categories)
+    n = len(images) if limit is None else min(limit, len(images))
+    return n, images.labelled, images
+
+
 def has_labels(batches) -> bool:
     """Whether training ``batches`` carry labels (a folder without labels gives -1)."""
     images = getattr(getattr(batches, "dataset", None), "images", None)

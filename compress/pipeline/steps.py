@@ -3,7 +3,7 @@ cheap checks before slow work, and the float and quantize steps."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from compress import data as D
 from compress import prune as P
+from compress import recovery
 from compress.checkpoint import load_checkpoint, load_model
 from compress.device import resolve_device
 from compress.distill import load_teacher, recover
@@ -21,7 +22,7 @@ from compress.progress import Cancel, OnProgress, emit
 from compress.quantize import MODES, QuantConfig, profile_quantized, quantize
 from compress.quantize import validate as validate_quant
 from compress.recipe import Recipe
-from compress.train import software_versions
+from compress.train import measure_step_seconds, software_versions
 
 # ------------------------------------------------------------------ one run's shared parts
 
@@ -161,6 +162,9 @@ def _check_training_images(recipe: Recipe, done: tuple = (), spec=None) -> None:
     images = D.open_training(path)
     if spec is not None:                        # class folders that are not the model's classes
         D.for_model(images, **_model_classes(spec))
+    if r is not None and "recover" not in done:  # enough photos for the held-out slice; labels α needs
+        n = len(images) if recipe.data.train_limit is None else min(recipe.data.train_limit, len(images))
+        recovery.check_photos(r, n, images.labelled)
     for what, labels in needs:
         if labels and not images.labelled:
             hint = (" Use distillation with α = 1 (label-free) instead." if what != "QAT" else
@@ -171,7 +175,7 @@ def _check_training_images(recipe: Recipe, done: tuple = (), spec=None) -> None:
 
 def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, steps: list, raw: dict):
     """Run the float sections of ``recipe`` not in ``done`` on ``model``; returns the model."""
-    d, sets = recipe.data, ctx.sets
+    sets = ctx.sets
 
     def step(name: str, config, t0: float, report, obj=None) -> None:
         raw[name] = obj if obj is not None else report
@@ -209,15 +213,14 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
             done = tuple(done) + ("recover",)
     if recipe.recover is not None and "recover" not in done:
         t0 = time.perf_counter()
-        train = D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
-                               **_model_classes(ctx.spec),
-                               batch_size=recipe.recover.batch_size)
-        model, res = recover(model, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
+        plan, train, held = _planned(ctx, recipe, model, teacher)
+        model, res = recover(model, ctx.loaded.model, plan.config, train, ctx.device, teacher=teacher,
                              val_batches=sets.evaluation if sets else None,
                              on_progress=ctx.stage("recover"), cancel=ctx.cancel,
-                             input_size=ctx.spec.input_size)
-        step(recipe.recover.method, recipe.recover, t0,
-             {"history": [asdict(h) for h in res.history], "train_images": len(train.dataset)}, res)
+                             input_size=ctx.spec.input_size, holdout_batches=held)
+        step(recipe.recover.method, plan.config, t0,
+             {"history": [asdict(h) for h in res.history], "train_images": len(train.dataset),
+              "plan": plan.to_json(), "start_score": res.start_score, "best_epoch": res.best_epoch}, res)
     if recipe.unstructured is not None and "unstructured" not in done:
         t0 = time.perf_counter()
         model, sp = P.prune_unstructured(model, recipe.unstructured)
@@ -229,20 +232,42 @@ def _float_steps(ctx: _Context, recipe: Recipe, model, done: tuple, teacher, ste
     return model
 
 
+def _planned(ctx: _Context, recipe: Recipe, model: nn.Module, teacher):
+    """The recipe's recovery with every setting decided (compress.recovery.plan: from the
+    number of training photos, their labels and the budget; a minutes budget is turned into
+    epochs from a training step timed here), its training batches and its held-out photos."""
+    r, d = recipe.recover, recipe.data
+    classes = _model_classes(ctx.spec)
+    n, labelled, images = D.count_training(d.train_path, limit=d.train_limit, **classes)
+    step_s = read_s = None
+    if r.minutes is not None:
+        batch = recovery.plan(replace(r, minutes=None, epochs=1), n, labelled).config.batch_size
+        emit(ctx.on_progress, "recover", 0.0, f"timing one training step at batch {batch}")
+        step_s = measure_step_seconds(model, ctx.spec.input_size, batch, ctx.device,
+                                      teacher=(teacher if teacher is not None else ctx.loaded.model)
+                                      if r.method_entry.uses_teacher else None)
+        read_s = recovery.seconds_to_read(images, ctx.spec.preprocess.transform())
+    plan = recovery.plan(r, n, labelled, step_seconds=step_s, read_seconds=read_s or 0.0)
+    train, held = D.train_split(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
+                                batch_size=plan.config.batch_size, holdout=plan.holdout, **classes)
+    return plan, train, held
+
+
 def _recover_between(ctx: _Context, recipe: Recipe, teacher, histories: list):
     """The ``recover`` callback of iterative pruning: the recipe's recovery (its epochs each
     time) after every pruning step, on the pruned model in place; each epoch's figures go
     to ``histories`` with the step they followed."""
-    d = recipe.data
-    train = D.train_loader(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
-                           **_model_classes(ctx.spec), batch_size=recipe.recover.batch_size)
     sets = ctx.sets
+    planned: list = []
 
     def after_step(work: nn.Module, k: int) -> None:
-        new, res = recover(work, ctx.loaded.model, recipe.recover, train, ctx.device, teacher=teacher,
+        if not planned:
+            planned.extend(_planned(ctx, recipe, work, teacher))
+        plan, train, held = planned
+        new, res = recover(work, ctx.loaded.model, plan.config, train, ctx.device, teacher=teacher,
                            val_batches=sets.evaluation if sets else None,
                            on_progress=ctx.stage(f"recover after prune step {k}"), cancel=ctx.cancel,
-                           input_size=ctx.spec.input_size)
+                           input_size=ctx.spec.input_size, holdout_batches=held)
         work.load_state_dict(new.state_dict())
         histories.extend({**asdict(h), "prune_step": k, "train_images": len(train.dataset)} for h in res.history)
     return after_step

@@ -18,7 +18,8 @@ def point_label(recipe) -> str:
                      else f"channel-pruned −{100 * c.target_reduction:.0f}% {c.target} ({c.criterion})")
     if recipe.recover is not None:
         r = recipe.recover
-        parts.append(f"{RECOVERY_METHODS[r.method].past} {r.epochs} epoch(s)")
+        parts.append(f"{RECOVERY_METHODS[r.method].past} "
+                     + (f"{r.minutes:g} min" if r.minutes is not None else f"{r.epochs} epoch(s)"))
     if recipe.unstructured is not None:
         parts.append(f"{100 * recipe.unstructured.amount:.0f}% zero weights")
     if recipe.quantize is not None:

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Optional
 
 from compress import distill as K
+from compress import recovery as RV
 from compress.measure import Profile
 from compress.progress import ProgressEvent
 from compress.train import measure_step_seconds
@@ -85,7 +86,12 @@ def label_rule(method: str, alpha: float, has_labels: bool) -> tuple[float, str,
     return alpha, "", ""
 
 
-# ---------------------------------------------------------------- how long it will take
+# ---------------------------------------------------------------- the recipe chosen, and how long it will take
+
+
+def plan_sentence(plan: RV.RecoveryPlan) -> str:
+    """What the one recovery recipe chose for these photos, and why."""
+    return f"Chosen for these {plan.n_photos:,} photos: " + "; ".join(plan.reasons) + "."
 
 
 def step_seconds(student, input_size, batch: int, device, teacher=None) -> float:
@@ -95,7 +101,7 @@ def step_seconds(student, input_size, batch: int, device, teacher=None) -> float
 
 def estimate_sentence(cfg: K.RecoverConfig, n_train: int, step_s: float, read_s: float, device) -> str:
     """How long ``cfg`` will train on ``n_train`` photos, and what the estimate rests on."""
-    est = K.estimate_seconds(cfg, n_train, step_s, read_s)
+    est = RV.estimate_seconds(cfg, n_train, step_s, read_s)
     where = "on the GPU" if device.type == "cuda" else "on this machine's CPU"
     return (f"**Estimated time {where}: about {duration(est.seconds)}** for {cfg.epochs} "
             f"epoch(s) of {est.steps_per_epoch} steps over {n_train:,} photos. Estimate: one training "
