@@ -10,7 +10,8 @@ autopilot all run recovery through this plan, so one recipe serves them all.
 The choices, and why (measured on resnet18_cifar10 pruned 0.5-0.7, docs/distillation.md):
 
 * **batch size**: 128 at 50,000 photos (the best measured recipe), halved until an epoch
-  has at least 16 steps, never below 16: a few hundred photos still get enough updates.
+  has at least 16 steps, never below 32 (BatchNorm's batch statistics are too noisy below:
+  on 512 photos batch 16 ended 4 points lower than batch 32, docs/distillation.md).
 * **learning rate**: 0.1 at batch 128, scaled linearly with the batch (Goyal et al.), and
   scaled down by √(steps / 400) when the whole run has fewer than 400 steps: a short run
   from a pruned but trained model must not wander far from it (lr 0.1 for 4 steps on
@@ -35,7 +36,7 @@ from compress.distill import ORIGINAL, DistillError, RecoverConfig, validate_rec
 BEST_BATCH = 128           # the batch of the best measured recipe (50,000 photos)
 BEST_LR = 0.1              # its learning rate
 MIN_STEPS_PER_EPOCH = 16
-MIN_BATCH = 16
+MIN_BATCH = 32
 FULL_LR_STEPS = 400        # fewer steps in the whole run scale the learning rate down
 TEMPERATURE, ALPHA, ATTENTION = 2.0, 0.5, 50.0
 HOLDOUT_SHARE, HOLDOUT_MIN, HOLDOUT_MAX = 0.1, 16, 1000

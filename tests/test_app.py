@@ -253,7 +253,7 @@ def test_distill_page_recovers_the_pruned_model_and_measures_all_three(cifar_ass
     assert at.text_input(key="kd_train_path").value == str(cifar_tar)   # the sidebar's data by default
     at.number_input(key="kd_limit").set_value(128).run()
     at.number_input(key="kd_epochs").set_value(2).run()
-    assert any("Chosen for these 128 photos: batch 16" in c.value for c in at.caption)   # the recipe, by default
+    assert any("Chosen for these 128 photos: batch 32" in c.value for c in at.caption)   # the recipe, by default
     at.toggle(key="kd_auto").set_value(False).run()                  # every setting by hand
     at.select_slider(key="kd_batch").set_value(32).run()
     at.select_slider(key="kd_attention").set_value(50.0).run()

@@ -19,7 +19,7 @@ def test_plan_scales_batch_and_learning_rate_with_the_photos():
     assert few.config.batch_size < some.config.batch_size <= many.config.batch_size
     assert few.config.lr < some.config.lr < many.config.lr          # short runs stay near the start
     for p in (few, some, many):
-        assert p.steps_per_epoch >= RV.MIN_STEPS_PER_EPOCH and p.config.planned
+        assert (p.steps_per_epoch >= RV.MIN_STEPS_PER_EPOCH or p.config.batch_size == RV.MIN_BATCH) and p.config.planned
         assert (p.config.temperature, p.config.alpha, p.config.attention) == (2.0, 0.5, 50.0)
         assert p.n_train + p.holdout == p.n_photos
         assert "batch" in " ".join(p.reasons)
@@ -104,3 +104,20 @@ def test_a_minutes_budget_shorter_than_an_epoch_is_one_message_before_any_traini
     r = run_cli("run", "--model", "resnet18_cifar10", "--prune-ratio", "0.5", "--recover-minutes", "1",
                 "--distill-epochs", "2", "--train-data", str(cifar_tar))
     assert r.returncode == 2 and "Choose one recovery" in r.stderr
+
+
+@pytest.mark.parametrize("prefer_reestimated", [True, False])
+def test_the_held_out_photos_choose_between_trained_and_reestimated_batchnorm(prefer_reestimated):
+    from compress.distill import with_batchnorm_choice
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    photos = [(torch.randn(16, 3, 4, 4) + 5.0, torch.zeros(16, dtype=torch.long)) for _ in range(4)]
+    trained = model[1].running_mean.clone()                 # zeros: what "training" left
+
+    def score(m):                                           # a stand-in for held-out top-1
+        far = float(m[1].running_mean.abs().sum())
+        return far if prefer_reestimated else -far
+    choose = with_batchnorm_choice(score, photos, max_images=64)
+    chosen = choose(model)
+    moved = not torch.equal(model[1].running_mean, trained)
+    assert moved == prefer_reestimated                      # the better statistics stay in the model
+    assert chosen == score(model)
