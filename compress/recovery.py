@@ -107,7 +107,7 @@ def plan(cfg: RecoverConfig, n_photos: int, labelled: bool, step_seconds: Option
         while batch > MIN_BATCH and n_train / batch < MIN_STEPS_PER_EPOCH:
             batch //= 2
         why.append(f"batch {batch}: " + ("the best measured recipe's" if batch == BEST_BATCH else
-                                         f"halved from {BEST_BATCH} so an epoch of {n_train} photos has "
+                                         f"halved from {BEST_BATCH} so an epoch of {n_train:,} photos has "
                                          f"{math.ceil(n_train / batch)} steps"))
     steps = math.ceil(n_train / batch)
     epochs, epoch_seconds = cfg.epochs, None
@@ -121,7 +121,7 @@ def plan(cfg: RecoverConfig, n_photos: int, labelled: bool, step_seconds: Option
                                f"({step_seconds + read_seconds * batch:.1f} s): give more minutes.")
         if fit < 1:
             raise DistillError(f"{cfg.minutes:g} minutes holds {100 * fit:.0f}% of one epoch: one epoch over "
-                               f"{n_train} photos takes about {epoch_seconds / 60:.1f} min on this device. Give at "
+                               f"{n_train:,} photos takes about {epoch_seconds / 60:.1f} min on this device. Give at "
                                f"least {math.ceil(epoch_seconds / 60)} minutes, or fewer photos (--train-limit).")
         epochs = int(min(200, math.floor(fit)))
         why.append(f"{epochs} epoch(s): {cfg.minutes:g} min at about {epoch_seconds / 60:.1f} min an epoch "
@@ -154,7 +154,7 @@ def plan(cfg: RecoverConfig, n_photos: int, labelled: bool, step_seconds: Option
                        alpha=alpha if alpha is not None else ALPHA,
                        attention=attention if attention is not None else 0.0, holdout=hold)
     if hold:
-        why.append(f"{hold} of the {n_photos} photos held out: the best epoch on them is kept (never worse "
+        why.append(f"{hold:,} of the {n_photos:,} photos held out: the best epoch on them is kept (never worse "
                    "than the start)")
     validate_recover(resolved)
     return RecoveryPlan(resolved, n_photos, hold, steps, epoch_seconds, tuple(why))
