@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=None, help="training photos held out to keep the best epoch")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--jsonl", default=None, help="append each finished row to this file")
+    ap.add_argument("--save", metavar="DIR",
+                    help="write each recovered model there (the project checkpoint, float16 weights) with a "
+                         "sidecar JSON of how it was made and what it measured")
     ap.add_argument("--curve", action="store_true",
                     help="also measure the test images after every epoch (the top-1 curve; never used to choose)")
     a = ap.parse_args()
@@ -156,11 +159,39 @@ def main() -> None:
                                             "epoch_held_out": [h.held_out for h in res.history],
                                             "epoch_test_top1": [h.val_acc for h in res.history],
                                             "epoch_losses": [h.train_loss for h in res.history]}) + "\n")
+                if a.save:
+                    _save(a.save, student, spec, cfg, rc, seed, {
+                        "command": "bench/recover_bench.py " + " ".join(sys.argv[1:]),
+                        "training_data": f"CIFAR-10 training split ({Path(a.cifar).name})",
+                        "training_photos": len(kept), "held_out": plan.holdout, "best_epoch": res.best_epoch,
+                        "minutes": round(minutes, 1), "macs_reduction": round(base_macs / macs, 2),
+                        "measured_when_made": {"top1": acc.top1, "ci95": list(acc.ci95), "n": acc.n,
+                                               "baseline_top1": base_acc.top1,
+                                               "data": "CIFAR-10 test split"},
+                        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"})
             if len(scores) > 1:
                 m = statistics.mean(scores)
                 print(f"| {r} | | | | {method} | | mean of {len(scores)} | **{m:.2f}%** | | "
                       f"**{m - base_acc.top1:+.2f}** | | | |", flush=True)
     print()
+
+
+def _save(folder: str, student, spec, prune_cfg, rc, seed: int, made: dict) -> None:
+    """The recovered model as the project checkpoint (float16 weights) and a sidecar JSON:
+    the recipe steps that made it (prune, recover) and the figures measured then."""
+    from dataclasses import asdict
+    from compress.checkpoint import save_artifact
+    from compress.zoo import LoadedModel
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{spec.name}_p{prune_cfg.ratio:g}_{rc.method}{rc.epochs}_s{seed}"
+    save_artifact(LoadedModel(student.cpu().eval(), spec, "recovered"), out / f"{stem}.pt",
+                  meta={"made": made}, half=True)
+    sidecar = {"file": f"{stem}.pt", "model": spec.name, "bytes": (out / f"{stem}.pt").stat().st_size,
+               "dtype": "float16 weights (measured in float32)",
+               "recipe": {"prune": asdict(prune_cfg), "recover": asdict(rc)}, **made}
+    (out / f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=list))
+    print(f"<!-- saved {out / stem}.pt ({sidecar['bytes']:,} bytes) -->", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from compress.distill import ORIGINAL, DistillError, RecoverConfig, validate_rec
 
 BEST_BATCH = 128           # the batch of the best measured recipe (50,000 photos)
 BEST_LR = 0.1              # its learning rate
+BEST_WARMUP = 0.5          # its warm-up (epochs), capped at a tenth of a short run
 MIN_STEPS_PER_EPOCH = 16
 MIN_BATCH = 32
 FULL_LR_STEPS = 400        # fewer steps in the whole run scale the learning rate down
@@ -135,7 +136,7 @@ def plan(cfg: RecoverConfig, n_photos: int, labelled: bool, step_seconds: Option
                    + (f" and down for a short run ({total} steps)" if total < FULL_LR_STEPS else ""))
     warm = cfg.warmup_epochs
     if warm is None:
-        warm = float(f"{min(0.5, 0.1 * epochs):.3g}")
+        warm = float(f"{min(BEST_WARMUP, 0.1 * epochs):.3g}")
         why.append(f"warm-up {warm:g} epoch(s), then cosine decay")
     method = cfg.method_entry
     temperature, alpha, attention = cfg.temperature, cfg.alpha, cfg.attention

@@ -89,3 +89,33 @@ def test_bad_settings_are_messages():
     assert r.returncode == 2 and "needs labelled evaluation images" in r.stderr
     r = run_cli("auto", "--ratios", "0.5,abc")
     assert r.returncode == 2 and "separated by commas" in r.stderr
+
+
+def test_prunes_that_fail_untrained_are_trained_back_once_then_screened_in_every_form(base, cifar_tar, tmp_path):
+    """With training photos, a ratio that loses too much untrained is distilled back (one
+    training run), and its runtime forms are screened from that one trained model."""
+    from dataclasses import replace
+    h = History(tmp_path / "h.sqlite")
+    b = replace(base, data=replace(base.data, train_path=str(cifar_tar), train_limit=256))
+    cfg = replace(CFG, distill_epochs=1)
+    res = auto.search(b, cfg, history=h)
+    runs = h.runs(status="done")
+    trainings = [r for r in runs if r.recipe.get("recover") and not r.recipe.get("quantize")]
+    assert len(trainings) == 1, [r.recipe.get("recover") for r in runs]     # prune 0.5, trained once
+    t = trainings[0]
+    assert t.recipe["recover"]["epochs"] == 1 and t.recipe["prune"]["ratio"] == 0.5
+    trained = [c for c in res.candidates if c.trained is not None]
+    assert len(trained) == 3 and {c.trained for c in trained} == {t.id}
+    assert all("recovered 1 ep" in c.label and c.screen is not None for c in trained)
+    # every form started from the trained model: each screening run records a start step at the training run
+    for c in trained:
+        steps = h.get(c.screen["run_id"]).steps or []
+        assert any(s.get("step") == "start" and s["config"]["run"] == t.id for s in steps), steps
+        assert not any(s.get("step") == "recover" for s in steps)           # not trained again
+    assert all(c.why for c in res.candidates)
+    # the same search again runs nothing new, and the page's history-only view sees the same candidates
+    again = auto.search(b, cfg, history=h)
+    assert len(h.runs(status="done")) == len(runs)
+    assert [c.label for c in again.candidates] == [c.label for c in res.candidates]
+    seen = auto.search(b, cfg, history=h, measure=False)
+    assert [c.screen for c in seen.candidates if c.trained] == [c.screen for c in trained]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from compress import auto
+from compress import auto, demo
 from compress.errors import CompressError
 from compress.images import classify_side_by_side, read_image
 from compress.pipeline import point_of_run
@@ -37,27 +37,21 @@ if not base.data.path:
     st.info(no_data_hint(spec))
     st.stop()
 
-# size, not speed: bytes are exact on any machine, while a busy machine can leave a speed unstated
-DEMO = {"ex_drop": 2.0, "ex_runtime": "ort", "ex_objective": "size", "ex_minutes": 10, "ex_ratios": [0.5],
-        "ex_screen": 100}
-
 
 def _demo():
-    st.session_state.update(DEMO)
     st.session_state["ex_demo_go"] = True
 
 
 sample = sample_data_path(spec)
-if sample is not None and Path(base.data.path).resolve() == sample.resolve():
-    st.button("Quick demo on the bundled sample (a few minutes, offline)", key="ex_demo", on_click=_demo,
-              help="The smallest model within 2 points: one prune ratio (0.5) and ONNX Runtime INT8, screened "
-                   "on 100 photos, within 10 minutes. "
-                   "Everything is measured on this machine; a second visit opens the ladder at once.")
+shipped = demo.variants(spec.name)
+if sample is not None and shipped and Path(base.data.path).resolve() == sample.resolve():
+    st.button("Quick demo on the bundled sample (about half a minute, offline)", key="ex_demo", on_click=_demo,
+              help=demo.button_help(shipped))
+last = auto.remembered(history(), base)
 if "ex_drop" not in st.session_state:
     # a new visit opens with the last search's settings for this model and these images, so the
     # ladder it measured appears at once (read from the history below)
-    last = auto.remembered(history(), base)
-    if last is not None:
+    if last is not None and not last.demo:
         st.session_state.update({"ex_drop": last.max_drop, "ex_runtime": last.runtime, "ex_objective": last.objective,
                                  "ex_minutes": int(last.budget_minutes), "ex_ratios": list(last.ratios),
                                  "ex_screen": last.screen_images})
@@ -82,6 +76,9 @@ if not running and (st.button("Find the models", type="primary", key="ex_go") or
     original, runs_history = current_model(), history()
 
     def work(on_progress, cancel):
+        if demo_go:
+            return demo.run(base, runtime="ort", history=runs_history, on_progress=on_progress, cancel=cancel,
+                            loaded=original)
         return auto.search(base, cfg, history=runs_history, on_progress=on_progress, cancel=cancel, loaded=original)
     start_job(ws, "explore", work, key=key)
 
@@ -103,7 +100,8 @@ if job is not None and job.status != "done":
 if job is None:
     # a second visit: the ladder of an earlier search with these settings, from the history, at once
     try:
-        res = auto.search(base, cfg, history=history(), measure=False)
+        res = (demo.run(base, runtime=last.runtime, history=history(), measure=False)
+               if last is not None and last.demo and shipped else auto.search(base, cfg, history=history(), measure=False))
     except CompressError as e:
         st.error(str(e))
         st.stop()
@@ -139,6 +137,9 @@ if notes["warning"]:
     st.warning(notes["warning"])
 if notes["against"]:
     st.caption(notes["against"])
+if res.config.demo:
+    with st.expander("How the shipped compressed models were made"):
+        st.markdown("\n".join(f"- {line}" for line in demo.made_notes(shipped)))
 with st.expander(f"All {len(res.candidates)} candidates and why each lost"):
     st.dataframe(L.candidate_rows(res.candidates), hide_index=True, width="stretch")
 

@@ -28,16 +28,20 @@ ONNX_ZOO_KEY = "compression_lab.zoo_entry"     # ONNX metadata: the zoo entry a 
 ONNX_META_KEY = "compression_lab.meta"
 
 
-def save_artifact(loaded: LoadedModel, path, meta: Optional[dict] = None):
+def save_artifact(loaded: LoadedModel, path, meta: Optional[dict] = None, half: bool = False):
     """The project's own checkpoint: architecture name, class count, zoo entry and weights.
 
     Only tensors and plain data, so it loads back with ``weights_only=True``. Channel-pruned
     models round-trip too: loading resizes the layers to the saved shapes. ``path`` may be a
-    file object (e.g. BytesIO for a download button).
+    file object (e.g. BytesIO for a download button). ``half``: floating-point tensors are
+    stored as float16 (half the bytes; loading turns them back into the model's float32).
     """
+    state = loaded.model.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
             "num_classes": loaded.spec.num_classes, "meta_json": json.dumps(meta or {}),
-            "state_dict": loaded.model.state_dict()}
+            "state_dict": state}
     if hasattr(path, "write"):
         torch.save(blob, path)
         return path

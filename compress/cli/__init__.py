@@ -162,8 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--screen-images", type=_num("screen_images"), default=300,
                     help="images each candidate is screened on before the full measurement")
     au.add_argument("--ratios", default="0.2,0.35,0.5,0.65", help="channel ratios to try (comma-separated)")
-    au.add_argument("--train-data", default=None, help="training photos: adds a short distillation candidate")
+    au.add_argument("--train-data", default=None,
+                    help="training photos: the prunes that lose too much untrained are distilled back, with "
+                         "the time left shared out (see --recover-epochs)")
+    au.add_argument("--recover-epochs", type=_num("recover_epochs"), default=None,
+                    help="train each prune back for this many epochs instead of a share of the time left "
+                         "(0: no training)")
     au.add_argument("--train-limit", type=_num("train_limit"), default=None)
+    au.add_argument("--demo", action="store_true",
+                    help="the quick demo instead of a search: the original, the compressed variants that ship "
+                         "in assets/ladder/ and their runtime forms, measured now on the bundled sample "
+                         "(about half a minute); the frontier is the ladder")
     au.add_argument("--history", default=None)
     au.set_defaults(func=_cmd_auto, runs=30, warmup=5)
 

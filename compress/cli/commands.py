@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from compress import auto, pipeline, saliency
+from compress import auto, demo, pipeline, saliency
 from compress import data as D
 from compress import distributed
 from compress.device import resolve_device
@@ -197,7 +197,7 @@ def _cmd_auto(a: argparse.Namespace) -> int:
     _default_data(a, name)
     cfg = auto.AutoConfig(max_drop=a.max_drop, objective=a.objective, runtime=a.runtime,
                           budget_minutes=a.budget_minutes, screen_images=a.screen_images,
-                          ratios=tuple(_ratio_list(a.ratios)))
+                          ratios=tuple(_ratio_list(a.ratios)), distill_epochs=a.recover_epochs)
     auto.validate(cfg)
     base = Recipe(model=ModelRef(name=name, weights=a.weights, checkpoint=a.checkpoint, arch=a.arch,
                                  num_classes=a.num_classes or None, trust_pickle=a.trust_pickle),
@@ -210,7 +210,11 @@ def _cmd_auto(a: argparse.Namespace) -> int:
         if not a.json:
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
 
-    res = auto.search(base, cfg, history=History(a.history), on_progress=log)
+    if a.demo:
+        res = demo.run(base, runtime=a.runtime, history=History(a.history), on_progress=log)
+        cfg = res.config
+    else:
+        res = auto.search(base, cfg, history=History(a.history), on_progress=log)
     if a.json:
         print(json.dumps(res.to_json(), indent=2))
         return 0 if res.chosen else 2

@@ -252,17 +252,21 @@ def eval_sets(path: str | os.PathLike, transform, num_classes: int, model_name: 
                     files=tuple(str(p) for p in ev.paths), labels=tuple(ev.labels or ()))
 
 
-def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
-                 batch_size: int = 64, num_classes: Optional[int] = None, model_name: str = "",
-                 categories: Sequence[str] = ()) -> DataLoader:
-    """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
-    folder its images; a plain folder of photos without labels is accepted too (label -1,
-    for label-free distillation). ``limit`` picks a seeded subset. Under ``torchrun`` each
-    rank gets its own shard through a ``DistributedSampler``."""
-    images = open_training(path)
-    if num_classes is not None:                 # class folders named as the model's classes
-        images = for_model(images, num_classes, model_name, categories)
-    images = images.subset(subset_indices(len(images), limit, seed))
+def _training(path, limit: Optional[int], seed: int, num_classes: Optional[int], model_name: str,
+              categories: Sequence[str], images: Optional[ImageList]) -> ImageList:
+    """The training photos a run uses: ``images`` when the caller opened them already (as
+    :func:`count_training` returns them), else opened from ``path`` and mapped to the model's
+    classes; then the seeded subset of ``limit``."""
+    if images is None:
+        images = open_training(path)
+        if num_classes is not None:             # class folders named as the model's classes
+            images = for_model(images, num_classes, model_name, categories)
+    return images.subset(subset_indices(len(images), limit, seed))
+
+
+def _shuffled(images: ImageList, transform, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled batches of ``images``; under ``torchrun`` each rank gets its own shard
+    through a ``DistributedSampler``."""
     dataset = ImageListDataset(images, transform)
     w = world()
     if w.size > 1:
@@ -273,22 +277,31 @@ def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None
     return make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
 
 
+def train_loader(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
+                 batch_size: int = 64, num_classes: Optional[int] = None, model_name: str = "",
+                 categories: Sequence[str] = (), images: Optional[ImageList] = None) -> DataLoader:
+    """Shuffled training batches: a CIFAR-10 tarball/folder gives its train split, a labelled
+    folder its images; a plain folder of photos without labels is accepted too (label -1,
+    for label-free distillation). ``limit`` picks a seeded subset. Under ``torchrun`` each
+    rank gets its own shard through a ``DistributedSampler``."""
+    return train_split(path, transform, limit, seed, batch_size, 0, num_classes, model_name, categories,
+                       images)[0]
+
+
 def train_split(path: str | os.PathLike, transform, limit: Optional[int] = None, seed: int = 0,
                 batch_size: int = 64, holdout: int = 0, num_classes: Optional[int] = None, model_name: str = "",
-                categories: Sequence[str] = ()) -> tuple[DataLoader, Optional[list]]:
+                categories: Sequence[str] = (), images: Optional[ImageList] = None
+                ) -> tuple[DataLoader, Optional[list]]:
     """Training batches as :func:`train_loader` gives them, less ``holdout`` photos kept apart
-    (a seeded choice, never trained on), returned as a list of batches to choose the best
-    epoch on (None without a held-out slice)."""
-    images = open_training(path)
-    if num_classes is not None:
-        images = for_model(images, num_classes, model_name, categories)
-    images = images.subset(subset_indices(len(images), limit, seed))
+    (a seeded choice, never trained on, the same on every rank), returned as a list of
+    batches to choose the best epoch on (None without a held-out slice). ``images``: the
+    photos when the caller has opened them already (:func:`count_training`)."""
+    images = _training(path, limit, seed, num_classes, model_name, categories, images)
     if holdout <= 0:
-        return make_loader(ImageListDataset(images, transform), batch_size=batch_size, shuffle=True, seed=seed), None
+        return _shuffled(images, transform, batch_size, seed), None
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed + 1)).tolist()
     held, kept = sorted(order[:holdout]), sorted(order[holdout:])
-    train = make_loader(ImageListDataset(images.subset(kept), transform), batch_size=batch_size, shuffle=True,
-                        seed=seed)
+    train = _shuffled(images.subset(kept), transform, batch_size, seed)
     return train, list(make_loader(ImageListDataset(images.subset(held), transform), batch_size=64))
 
 

@@ -249,7 +249,7 @@ def _planned(ctx: _Context, recipe: Recipe, model: nn.Module, teacher):
         read_s = recovery.seconds_to_read(images, ctx.spec.preprocess.transform())
     plan = recovery.plan(r, n, labelled, step_seconds=step_s, read_seconds=read_s or 0.0)
     train, held = D.train_split(d.train_path, ctx.spec.preprocess.transform(), limit=d.train_limit, seed=d.seed,
-                                batch_size=plan.config.batch_size, holdout=plan.holdout, **classes)
+                                batch_size=plan.config.batch_size, holdout=plan.holdout, images=images, **classes)
     return plan, train, held
 
 

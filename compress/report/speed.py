@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from compress.quantize import MODES
+
 BUSY = "the machine was busy; speed figures are unreliable, measure again"
 
 
@@ -56,9 +58,18 @@ def speed_phrase(before: dict, after: dict) -> Optional[str]:
         if rt["noisy"] or comp["noisy"]:
             text += "; how much of it came from the runtime is unreliable (the machine was busy)"
         else:
-            text += (f": ×{rt['ratio']:.2f} from running in ONNX Runtime instead of PyTorch (both FP32), "
-                     f"×{comp['ratio']:.2f} from compression within ONNX Runtime")
+            where = _runtime_of(rt["other"])
+            text += (f": ×{rt['ratio']:.2f} from running in {where} instead of PyTorch (both float), "
+                     f"×{comp['ratio']:.2f} from compression within that runtime")
     return text
+
+
+def _runtime_of(name: str) -> str:
+    """The runtime a timing-loop entry ran in: "original in ExecuTorch FP32 (XNNPACK)" names
+    it; a quantize mode's float twin ("ort-fp32") through its registry entry."""
+    if name.startswith("original in "):
+        return name[len("original in "):]
+    return MODES[name].runtime if name in MODES else name
 
 
 
