@@ -101,6 +101,7 @@ def run(base: Recipe, runtime: str = "ort", history=None, on_progress: Optional[
     forms = [QuantConfig(mode=m) for m in (MODES[int8].float_twin, int8) if m is not None]
     t0 = time.perf_counter()
     index = auto._history_index(history)
+    sets = None
     if measure:
         auto.remember(history, base, cfg)
         loaded = loaded if loaded is not None else pipeline.load(base)
@@ -125,10 +126,12 @@ def run(base: Recipe, runtime: str = "ort", history=None, on_progress: Optional[
         emit(on_progress, "demo", k / len(groups), f"measuring {_label(v, None)} and its {runtime_forms(forms)}")
         start = None
         try:
+            if sets is None:                   # the images, opened once for every model
+                sets = pipeline.open_sets(base, loaded.spec)
             if v is not None:
                 start = Point(recipe, load_checkpoint(v.path, like=base.model.name).model)
             res = pipeline.run_variants(recipe, [c.recipe.quantize for c in todo], history=history, source="demo",
-                                        loaded=loaded, start=start, cancel=cancel)
+                                        loaded=loaded, sets=sets, start=start, cancel=cancel)
         except CompressError as e:
             for c in todo:
                 c.stage, c.why = "skipped", f"could not run: {e}"

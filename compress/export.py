@@ -24,6 +24,7 @@ from compress.checkpoint import load_checkpoint, save_artifact, to_torchscript
 from compress.errors import CompressError, QuantizeError
 from compress.runtimes import OrtModel, export_onnx
 from compress.zoo import LoadedModel
+from compress.exclusive import one_at_a_time
 
 
 class ExportError(CompressError):
@@ -224,7 +225,7 @@ def _executorch(job: ExportJob) -> Exported:
         raise ExportError("ExecuTorch is not installed: pip install executorch==1.5.1 "
                           "(it is in requirements.txt).") from None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_at_a_time("ExecuTorch export"):
             warnings.simplefilter("ignore")
             program = torch.export.export(module, (job.example,))
             pte = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizeError
+from compress.exclusive import one_at_a_time
 
 # How the reports and pages name the runtimes; every runtime label (a quantize mode's,
 # a profile's, an exported file's) starts with one of these.
@@ -42,7 +43,7 @@ def export_onnx(model: nn.Module, input_size, opset: int = 17) -> bytes:
     buf = io.BytesIO()
     x = torch.zeros(1, *input_size)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_at_a_time("ONNX export"):
             warnings.simplefilter("ignore")
             torch.onnx.export(copy.deepcopy(model).cpu().eval(), (x,), buf, dynamo=False,
                               input_names=["images"], output_names=["logits"], opset_version=opset,
@@ -91,10 +92,14 @@ class InductorModel(nn.Module):
 
     def forward(self, x):
         import torch._inductor.config as inductor
-        with inductor.patch(freezing=True), torch.no_grad():
-            if self._compiled is None:
+        x = x.detach().cpu().float()
+        if self._compiled is None:              # the first call compiles: process-wide dynamo/Inductor state
+            with one_at_a_time("TorchInductor compile"), inductor.patch(freezing=True), torch.no_grad():
                 object.__setattr__(self, "_compiled", torch.compile(self.graph_module))
-            x = x.detach().cpu().float()
+                first = self._compiled(x[:1])
+            return torch.cat([first] + [self._compiled(x[i:i + 1]) for i in range(1, len(x))]) if len(x) > 1 \
+                else first
+        with inductor.patch(freezing=True), torch.no_grad():
             return torch.cat([self._compiled(x[i:i + 1]) for i in range(len(x))])
 
     def __deepcopy__(self, memo):

@@ -16,6 +16,7 @@ from compress.quantize.base import QuantContext, QuantizedModel, register
 from compress.quantize.fx import kept_note
 from compress.quantize.pt2e import calibrate_one_by_one
 from compress.runtimes import EXECUTORCH, XNNPACK, ExecuTorchModel
+from compress.exclusive import one_at_a_time
 
 Quantizer = Callable[[QuantContext, nn.Module, tuple], nn.Module]
 
@@ -50,7 +51,7 @@ def _program(ctx: QuantContext, quantize: Optional[Quantizer] = None) -> Quantiz
     work = copy.deepcopy(ctx.model).cpu().eval()
     notes = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_at_a_time("ExecuTorch export", ctx.on_progress):
             warnings.simplefilter("ignore")
             if quantize is not None:
                 work = quantize(ctx, work, example)

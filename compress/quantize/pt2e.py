@@ -13,6 +13,7 @@ from compress.progress import emit
 from compress.quantize.base import QuantContext, QuantizedModel, cpu_has_vnni, register
 from compress.quantize.fx import STATIC, kept_note, standard_convs, static
 from compress.runtimes import PYTORCH, InductorModel
+from compress.exclusive import one_at_a_time
 
 
 def _drop_unused_tensors(graph: torch.fx.GraphModule) -> None:
@@ -54,7 +55,7 @@ def pt2e(ctx: QuantContext) -> QuantizedModel:
     FX path runs instead and the notes say why."""
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_at_a_time("PyTorch 2 export", ctx.on_progress):
             warnings.simplefilter("ignore")
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
             from torchao.quantization.pt2e import allow_exported_model_train_eval
