@@ -11,6 +11,8 @@ model it came from on real images: max |difference| of the logits and top-1 agre
 """
 from __future__ import annotations
 
+import copy
+
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -227,6 +229,8 @@ def _executorch(job: ExportJob) -> Exported:
     try:
         with warnings.catch_warnings(), one_at_a_time("ExecuTorch export"):
             warnings.simplefilter("ignore")
+            # the standard layout: ExecuTorch's ChannelsLastTaggedReshapePass rejects channels-last weights
+            module = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
             program = torch.export.export(module, (job.example,))
             pte = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as e:  # noqa: BLE001

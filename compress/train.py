@@ -230,6 +230,10 @@ def fit(model: nn.Module, train_batches: Iterable, cfg: TrainConfig, device: tor
     if best is not None:
         model.load_state_dict(best[2])
         result.best_epoch = best[1]
+    if cfg.channels_last:
+        # channels-last was a training speed-up; the model handed back has the standard layout
+        # (ExecuTorch's ChannelsLastTaggedReshapePass, for one, rejects channels-last weights)
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return result
 

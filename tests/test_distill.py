@@ -206,6 +206,12 @@ def test_recover_trains_only_what_pruning_changed_and_returns_a_new_model(cifar_
     assert not torch.equal(after["fc.weight"], snapshot["fc.weight"])          # classifier trains
     assert torch.equal(after["layer2.0.conv1.weight"], snapshot["layer2.0.conv1.weight"])  # frozen
     assert all(p.requires_grad for p in recovered.parameters())
+    # trained in channels-last for speed, handed back in the standard layout, so ExecuTorch
+    # takes it (its ChannelsLastTaggedReshapePass failed on pruned + distilled models, issue 32)
+    assert all(p.is_contiguous() for p in recovered.parameters())
+    from compress.quantize import QuantConfig, quantize
+    q = quantize(recovered, QuantConfig(mode="et-fp32"), (3, 32, 32), None, torch.device("cpu"))
+    assert q.pte is not None and q.model(x[:2]).shape == (2, 10)
 
 
 @pytest.mark.parametrize("field,value,needle", [

@@ -48,7 +48,9 @@ def _program(ctx: QuantContext, quantize: Optional[Quantizer] = None) -> Quantiz
     except ImportError:
         raise QuantizeError("ExecuTorch is not installed: pip install -r requirements.txt") from None
     example = (torch.zeros(1, *ctx.input_size),)
-    work = copy.deepcopy(ctx.model).cpu().eval()
+    # the standard layout: a channels-last model (a user's, or one trained that way) fails
+    # ExecuTorch's ChannelsLastTaggedReshapePass
+    work = copy.deepcopy(ctx.model).cpu().eval().to(memory_format=torch.contiguous_format)
     notes = []
     try:
         with warnings.catch_warnings(), one_at_a_time("ExecuTorch export", ctx.on_progress):
