@@ -36,7 +36,6 @@ from compress.quantize import MODES, QuantConfig
 from compress.recipe import Recipe, RecipeError
 
 LADDER_DIR = ASSETS / "ladder"
-DEMO_MAX_DROP = 2.0                 # the demo's accuracy budget (points of top-1)
 
 
 class DemoError(CompressError):
@@ -82,11 +81,12 @@ def _made_recipe(base: Recipe, v: Variant) -> Recipe:
                    export=replace(base.export, formats=()), name="")
 
 
-def run(base: Recipe, runtime: str = "ort", history=None, on_progress: Optional[OnProgress] = None,
-        cancel: Optional[Cancel] = None, loaded=None, measure: bool = True,
-        folder: Path = LADDER_DIR) -> auto.AutoResult:
+def run(base: Recipe, runtime: str = "ort", max_drop: float = 1.0, objective: str = "latency", history=None,
+        on_progress: Optional[OnProgress] = None, cancel: Optional[Cancel] = None, loaded=None,
+        measure: bool = True, folder: Path = LADDER_DIR) -> auto.AutoResult:
     """Measure the original, the shipped variants and their forms in ``runtime`` on
-    ``base``'s images (see the module docstring)."""
+    ``base``'s images (see the module docstring); ``max_drop`` and ``objective`` choose the
+    model and draw the ladder as the search does."""
     if not base.data.path:
         raise DemoError("The demo measures on labelled images: give them (the bundled sample of the model).")
     if runtime not in auto.RUNTIMES:
@@ -95,8 +95,9 @@ def run(base: Recipe, runtime: str = "ort", history=None, on_progress: Optional[
     if not shipped:
         raise DemoError(f"No compressed variants of {base.model.name} ship with the project (assets/ladder/): "
                         "the demo is for resnet18_cifar10. Use the search instead.")
-    cfg = auto.AutoConfig(max_drop=DEMO_MAX_DROP, objective="size", runtime=runtime, budget_minutes=5,
+    cfg = auto.AutoConfig(max_drop=max_drop, objective=objective, runtime=runtime, budget_minutes=5,
                           ratios=tuple(v.prune.ratio for v in shipped), distill_epochs=0, demo=True)
+    auto.validate(cfg)
     int8 = auto.RUNTIMES[runtime]
     forms = [QuantConfig(mode=m) for m in (MODES[int8].float_twin, int8) if m is not None]
     t0 = time.perf_counter()
@@ -143,14 +144,18 @@ def run(base: Recipe, runtime: str = "ort", history=None, on_progress: Optional[
                 c.stage, c.run = "measured", auto._point(r)
     measured = [c for c in cands if c.stage == "measured"]
     front = auto.frontier([c.run for c in measured], cfg.objective)
-    ok = [c for c in measured if auto._drop(c.run["before"], c.run["after"])[0] <= cfg.max_drop]
-    chosen = min(ok, key=lambda c: c.run["after"]["size_bytes"]) if ok else None
+    ok = [c for c in measured if auto._drop(c.run["before"], c.run["after"])[0] <= cfg.max_drop
+          and auto._objective(c.run["after"], cfg.objective) is not None]
+    chosen = min(ok, key=lambda c: auto._objective(c.run["after"], cfg.objective)) if ok else None
+    word = "fastest" if cfg.objective == "latency" else "smallest"
     for c in measured:
         drop = auto._drop(c.run["before"], c.run["after"])[0]
-        c.why = ("chosen: the smallest within the budget" if c is chosen else
-                 f"lost {drop:.2f} points, over the demo's budget of {cfg.max_drop:g}" if drop > cfg.max_drop else
+        c.why = (f"chosen: the {word} within the budget" if c is chosen else
+                 f"lost {drop:.2f} points, over the budget of {cfg.max_drop:g}" if drop > cfg.max_drop else
+                 "its speed was not stated (the machine was busy)"
+                 if auto._objective(c.run["after"], cfg.objective) is None else
                  "on the ladder" if any(p["run_id"] == c.run["run_id"] for p in front) else
-                 "another rung is as accurate and smaller")
+                 f"another rung is as accurate and {'faster' if cfg.objective == 'latency' else 'smaller'}")
     emit(on_progress, "demo", 1.0, "done")
     return auto.AutoResult(cfg, cands, front, chosen.run if chosen else None, time.perf_counter() - t0)
 
@@ -170,8 +175,9 @@ def button_help(shipped: list[Variant]) -> str:
     what = ", ".join(f"prune {v.prune.ratio:g}" + (f" + {v.recover.epochs} epochs of {v.recover.method}"
                                                     if v.recover else "") for v in shipped)
     return (f"Measures now, on the bundled sample: the original, {len(shipped)} compressed models that ship with "
-            f"the project ({what}) and their ONNX Runtime FP32 and INT8 forms. Every figure is measured on this "
-            "machine in this run; a second visit opens the ladder at once.")
+            f"the project ({what}) and their float and INT8 forms in the runtime chosen below (ONNX Runtime: about "
+            "half a minute; PyTorch compiles each model first). The accuracy budget and the aim below choose the "
+            "model. Every figure is measured on this machine in this run; a second visit opens the ladder at once.")
 
 
 def made_notes(shipped: list[Variant]) -> list[str]:

@@ -51,9 +51,10 @@ last = auto.remembered(history(), base)
 if "ex_drop" not in st.session_state:
     # a new visit opens with the last search's settings for this model and these images, so the
     # ladder it measured appears at once (read from the history below)
-    if last is not None and not last.demo:
-        st.session_state.update({"ex_drop": last.max_drop, "ex_runtime": last.runtime, "ex_objective": last.objective,
-                                 "ex_minutes": int(last.budget_minutes), "ex_ratios": list(last.ratios),
+    if last is not None:
+        st.session_state.update({"ex_drop": last.max_drop, "ex_runtime": last.runtime, "ex_objective": last.objective})
+    if last is not None and not last.demo:            # the demo has no search settings of its own
+        st.session_state.update({"ex_minutes": int(last.budget_minutes), "ex_ratios": list(last.ratios),
                                  "ex_screen": last.screen_images})
 c = st.columns([2, 1, 1, 1])
 drop = c[0].slider("How many points of top-1 may it lose?", 0.0, 5.0, 1.0, 0.25, key="ex_drop")
@@ -77,8 +78,8 @@ if not running and (st.button("Find the models", type="primary", key="ex_go") or
 
     def work(on_progress, cancel):
         if demo_go:
-            return demo.run(base, runtime="ort", history=runs_history, on_progress=on_progress, cancel=cancel,
-                            loaded=original)
+            return demo.run(base, runtime=runtime, max_drop=float(drop), objective=objective, history=runs_history,
+                            on_progress=on_progress, cancel=cancel, loaded=original)
         return auto.search(base, cfg, history=runs_history, on_progress=on_progress, cancel=cancel, loaded=original)
     start_job(ws, "explore", work, key=key)
 
@@ -100,7 +101,8 @@ if job is not None and job.status != "done":
 if job is None:
     # a second visit: the ladder of an earlier search with these settings, from the history, at once
     try:
-        res = (demo.run(base, runtime=last.runtime, history=history(), measure=False)
+        res = (demo.run(base, runtime=last.runtime, max_drop=last.max_drop, objective=last.objective,
+                        history=history(), measure=False)
                if last is not None and last.demo and shipped else auto.search(base, cfg, history=history(), measure=False))
     except CompressError as e:
         st.error(str(e))
@@ -110,7 +112,7 @@ if job is None:
                    "sidebar's data and limit) within the time budget. Runs already in the history with the same "
                    "settings are reused, so searching again is quick.")
         st.stop()
-    st.info(L.history_note(res.candidates))
+    st.info(L.history_note(res.candidates, demo=res.config.demo))
 else:
     res: auto.AutoResult = job.result
 ladder = list(res.frontier)            # most accurate first
@@ -123,10 +125,10 @@ if res.chosen is None:
 names = L.rung_names(ladder, res.config.max_drop)
 ids = [p["run_id"] for p in ladder]
 start = 1 + ids.index(res.chosen["run_id"]) if res.chosen is not None and res.chosen["run_id"] in ids else len(ids)
-st.caption("The autopilot's choice is selected" if res.chosen is not None else "")
 pick = st.select_slider("From the most accurate to the smallest and fastest", names, value=names[start],
                         key="ex_rung")
 i = names.index(pick)
+st.caption(L.choice_caption(res.chosen is not None and i == start and i > 0, res.config.demo, res.config.max_drop))
 b = ladder[0]["before"]
 a = b if i == 0 else ladder[i - 1]["after"]
 for col, m in zip(st.columns(3), L.rung_metrics(b, a, is_original=not i)):

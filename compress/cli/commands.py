@@ -211,7 +211,8 @@ def _cmd_auto(a: argparse.Namespace) -> int:
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
 
     if a.demo:
-        res = demo.run(base, runtime=a.runtime, history=History(a.history), on_progress=log)
+        res = demo.run(base, runtime=a.runtime, max_drop=a.max_drop, objective=a.objective, history=History(a.history),
+                       on_progress=log)
         cfg = res.config
     else:
         res = auto.search(base, cfg, history=History(a.history), on_progress=log)

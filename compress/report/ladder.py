@@ -60,8 +60,20 @@ def candidate_rows(candidates: list) -> list[dict]:
              "screening drop (points)": (c.screen or {}).get("drop"), "outcome": c.why} for c in candidates]
 
 
-def history_note(candidates: list) -> str:
-    """What a second visit shows: the ladder of an earlier search, read from the history."""
+def history_note(candidates: list, demo: bool = False) -> str:
+    """What a second visit shows: the ladder of an earlier search (or quick demo), read
+    from the history."""
     done = sum(c.stage == "measured" for c in candidates)
+    if demo:
+        return (f"From the history: the quick demo's {done} models, measured in an earlier visit. Press *Quick "
+                "demo* to measure them again now.")
     return (f"From the history: {done} model(s) measured by an earlier search with these settings. Press "
             "*Find the models* to measure the rest.")
+
+
+def choice_caption(selected_is_chosen: bool, demo: bool, max_drop: float) -> str:
+    """The line under the ladder's slider: only while the selected rung is the choice."""
+    if not selected_is_chosen:
+        return ""
+    return (f"Selected: the demo's choice within {max_drop:g} points" if demo else
+            "Selected: the autopilot's choice")
