@@ -214,3 +214,55 @@ def test_any_photo_file_is_classified_or_one_image_message(tmp_path, photo):
         assert entry["error"].startswith("photo") and "\n" not in entry["error"]
     else:
         assert len(entry["top"]) == 3
+
+
+# ------------------------------------------------------------------ 2. Ctrl-C
+
+
+def _rows(history) -> list[tuple]:
+    import sqlite3
+    if not history.exists():
+        return []
+    try:
+        with sqlite3.connect(history, timeout=5) as db:
+            return db.execute("SELECT id, status, error FROM runs ORDER BY id").fetchall()
+    except sqlite3.Error:                      # the CLI is creating the file at this moment
+        return []
+
+
+def test_ctrl_c_during_a_run_is_one_line_exit_130_and_a_cancelled_row(tmp_path, cifar_tar, cifar_asset):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    history = tmp_path / "h" / "history.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compress", "run", "--model", "resnet18_cifar10", "--data", str(cifar_tar),
+         "--limit", "200", "--runs", "3", "--warmup", "1", "--prune-ratio", "0.3", "--distill-epochs", "2",
+         "--train-data", str(cifar_tar), "--train-limit", "2000", "--history", str(history), "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _rows(history) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        assert [r[1] for r in _rows(history)] == ["running"]
+        time.sleep(2)                          # into the work: data, measuring, training
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cancel" in lines[0], err
+    (run_id, status, error), = _rows(history)
+    assert status == "cancelled" and "Ctrl-C" in error
+    assert lines[0] == f"cancelled by the user (Ctrl-C); run {run_id} is recorded as cancelled"
+    assert out == ""                                       # no half result
+    artifacts = history.parent / "artifacts"
+    assert not artifacts.exists() or not any(p.is_file() for p in artifacts.rglob("*"))

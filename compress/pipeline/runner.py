@@ -32,7 +32,11 @@ def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Option
     recorded as running, then done with its figures and model file, or failed with its
     error. ``loaded``/``sets`` let a caller that already holds the model and images pass
     them; ``start`` skips the steps a Point has already done (its model is measured in
-    this run too, as ``start_profile``)."""
+    this run too, as ``start_profile``).
+
+    An exception (a CompressError, Ctrl-C's KeyboardInterrupt, …) leaves with ``run_id`` set
+    on it: the history row it was recorded as (failed, or cancelled), or None, so that the
+    caller can name the row in its one-line message."""
     validate(recipe)
     done = done_sections(start, recipe)
     warnings: list[str] = []
@@ -41,12 +45,12 @@ def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Option
     run_id = record.start(recipe, source, str(ctx.device), ctx.versions)
     try:
         result = _run(ctx, recipe, start if done else None, done)
+        warnings.extend(result.warnings)                       # e.g. a format that could not be exported
+        result.run_id, result.warnings = run_id, warnings     # one list: finishing may add to it
+        record.finish(result)
     except BaseException as e:
-        record.fail(run_id, e)
+        e.run_id = run_id if record.fail(run_id, e) else None
         raise
-    warnings.extend(result.warnings)                       # e.g. a format that could not be exported
-    result.run_id, result.warnings = run_id, warnings     # one list: finishing may add to it
-    record.finish(result)
     return result
 
 

@@ -51,19 +51,24 @@ class _Record:
         self._safe("finished", self.history.finish, result.run_id, result.before, result.after, steps,
                    result.artifacts, result.data, result.changed)
 
-    def fail(self, run_id: Optional[int], e: BaseException) -> None:
+    def fail(self, run_id: Optional[int], e: BaseException) -> bool:
+        """Mark run ``run_id`` as ended by ``e``: ``cancelled`` when its user stopped it (the
+        cancel flag, or Ctrl-C), else ``failed`` with the message. Whether the row was written."""
         if run_id is None or self.history is None:
-            return
+            return False
         status = "failed"
-        if isinstance(e, Cancelled):
+        if isinstance(e, KeyboardInterrupt):
+            status, msg = "cancelled", "cancelled by the user (Ctrl-C)"
+        elif isinstance(e, Cancelled):
             status, msg = "cancelled", f"cancelled by the user ({e})" if str(e) else "cancelled by the user"
         elif isinstance(e, CompressError):
             msg = str(e)
-        elif not isinstance(e, Exception):     # KeyboardInterrupt, or Streamlit stopping a page's script
-            msg = "stopped before it finished (interrupted, or the page that ran it was reloaded or left)"
+        elif not isinstance(e, Exception):     # e.g. Streamlit stopping a page's script
+            msg = "stopped before it finished (the page that ran it was reloaded or left)"
         else:
             msg = f"{type(e).__name__}: {e}"
         self._safe(f"marked {status}", self.history.fail, run_id, msg or type(e).__name__, status)
+        return self.history is not None
 
     def _save_model(self, result: Result) -> None:
         try:
