@@ -266,3 +266,53 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_a_cancelled_row(tmp_path, 
     assert out == ""                                       # no half result
     artifacts = history.parent / "artifacts"
     assert not artifacts.exists() or not any(p.is_file() for p in artifacts.rglob("*"))
+
+
+# ------------------------------------------------------------------ 4. output paths, before the work
+
+
+def _cli(*args, timeout=600):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    return subprocess.run([sys.executable, "-m", "compress", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("case", ["save_is_a_folder", "save_folder_missing", "save_folder_is_a_file",
+                                  "out_is_a_file", "out_under_a_file"])
+def test_output_paths_are_checked_before_anything_is_measured(case, tmp_path, cifar_asset):
+    import time
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    args, needle = {
+        "save_is_a_folder": (["--save", str(tmp_path)], "is a folder; give a file name"),
+        "save_folder_missing": (["--save", str(tmp_path / "missing" / "m.pt")], "missing does not exist"),
+        "save_folder_is_a_file": (["--save", str(a_file / "m.pt")], "notes.txt is a file, not a folder"),
+        "out_is_a_file": (["--export", "onnx", "--out", str(a_file)], "notes.txt is a file"),
+        "out_under_a_file": (["--export", "onnx", "--out", str(a_file / "exports")], "notes.txt is a file"),
+    }[case]
+    history = tmp_path / "history.sqlite"
+    t0 = time.monotonic()
+    r = _cli("run", "--model", "resnet18_cifar10", "--prune-ratio", "0.3", "--runs", "3", "--warmup", "1",
+             "--history", str(history), *args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert _rows(history) == []                            # nothing was run, so nothing recorded
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_recipe_files_export_folder_under_a_file_is_checked_before_the_work(tmp_path, capsys, cifar_asset):
+    from compress.cli import main
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    recipe = tmp_path / "r.json"
+    recipe.write_text('{"prune": {"ratio": 0.3}, "export": {"formats": ["onnx"], "out_dir": "%s"}}'
+                      % (a_file / "exports"))
+    history = tmp_path / "history.sqlite"
+    assert main(["run", str(recipe), "--data", "none", "--history", str(history)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: export.out_dir ") and "notes.txt is a file" in err and err.count("\n") == 1
+    assert _rows(history) == []

@@ -78,9 +78,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
     Result as JSON or a short table. Every run is recorded in the history."""
     from dataclasses import replace
     start = None
+    _check_outputs(a)
     history = None if a.no_history else History(a.history)
     if a.recipe:
         recipe = Recipe.load(a.recipe)
+        if recipe.export.formats and recipe.export.out_dir and not a.out:
+            _check_export_folder("export.out_dir", recipe.export.out_dir)
         if not recipe.data.path and not recipe.model.checkpoint:
             a.data = None
             _default_data(a, recipe.model.name)
@@ -144,6 +147,33 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if result.run_id is not None and not result.warnings:
         print(f"recorded as run {result.run_id} in {history.path}")
     return 0
+
+
+# The files a run will write are checked before anything is loaded or measured: a message
+# now, not a traceback after the whole run.
+
+def _check_outputs(a: argparse.Namespace) -> None:
+    """``--save`` names a file (not a folder) in a folder that exists; ``--out`` can be a folder."""
+    if a.save:
+        p = Path(a.save).expanduser()
+        if p.is_dir():
+            raise CompressError(f"--save {a.save} is a folder; give a file name, e.g. {p / 'model.pt'}.")
+        if not p.parent.is_dir():
+            what = "is a file, not a folder" if p.parent.exists() else "does not exist"
+            raise CompressError(f"--save {a.save}: the folder {p.parent} {what}; create it or choose another.")
+    if a.out:
+        _check_export_folder("--out", a.out)
+
+
+def _check_export_folder(flag: str, folder: str) -> None:
+    """The export folder is a folder, or can be made (nothing on its path is a file)."""
+    out = Path(folder).expanduser()
+    for q in (out, *out.parents):              # the nearest part of the path that exists
+        if q.exists():
+            if not q.is_dir():
+                raise CompressError(f"{flag} {folder}: {q} is a file; the exported files go in a folder. "
+                                    "Give a folder path.")
+            return
 
 
 def _start_from(a: argparse.Namespace, flags_recipe, history):
