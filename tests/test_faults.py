@@ -316,3 +316,101 @@ def test_a_recipe_files_export_folder_under_a_file_is_checked_before_the_work(tm
     err = capsys.readouterr().err
     assert err.startswith("error: export.out_dir ") and "notes.txt is a file" in err and err.count("\n") == 1
     assert _rows(history) == []
+
+
+# ------------------------------------------------------------------ 5. saving that fails after the work
+
+
+def _no_space_after(limit: int):
+    """For subprocess's preexec_fn: files over ``limit`` bytes cannot be written (EFBIG, as
+    a full disk gives ENOSPC), also for root, whom a read-only folder does not stop."""
+    def apply():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    return apply
+
+
+def test_atomic_write_leaves_the_old_file_and_no_part_file_when_the_write_fails(tmp_path):
+    from compress.paths import atomic_write
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the earlier model")
+    with pytest.raises(OSError):
+        with atomic_write(target) as f:
+            f.write(b"half a model")
+            raise OSError(28, "No space left on device")
+    assert target.read_bytes() == b"the earlier model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def _umask() -> int:
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _run_and_save(tmp_path, save, preexec_fn=None):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    history = tmp_path / "h" / "history.sqlite"
+    r = subprocess.run([sys.executable, "-m", "compress", "run", "--model", "resnet18_cifar10", "--data", "none",
+                        "--prune-ratio", "0.3", "--runs", "3", "--warmup", "1", "--history", str(history),
+                        "--save", str(save), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       preexec_fn=preexec_fn)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    out = json.loads(r.stdout)                             # the result is printed whole
+    assert out["after"]["params"] < out["before"]["params"]
+    return out, r.stderr, history
+
+
+def test_a_full_disk_after_the_work_keeps_the_result_warns_and_leaves_no_partial_file(tmp_path, cifar_asset):
+    saves = tmp_path / "saves"
+    saves.mkdir()
+    out, err, history = _run_and_save(tmp_path, saves / "small.pt", preexec_fn=_no_space_after(4_000_000))
+    assert "checkpoint" not in out["artifacts"] and "model" not in out["artifacts"]
+    (save_warning,) = [w for w in out["warnings"] if w.startswith("--save ")]
+    assert "could not be written (File too large)" in save_warning and "nothing was left there" in save_warning
+    (model_warning,) = [w for w in out["warnings"] if "could not be saved next to the history" in w]
+    assert f"warning: {save_warning}\n" in err and f"warning: {model_warning}\n" in err
+    (run_id, status, note), = _rows(history)
+    assert status == "done" and note.startswith(f"The model of run {run_id} could not be saved") \
+        and "File too large" in note
+    assert list(saves.iterdir()) == []
+    assert not any(p.is_file() for p in (history.parent / "artifacts").rglob("*"))
+
+
+def test_a_save_path_that_cannot_be_created_even_by_root_is_a_warning_and_the_model_is_kept(tmp_path,
+                                                                                            cifar_asset):
+    out, err, history = _run_and_save(tmp_path, "/proc/model.pt")
+    (save_warning,) = [w for w in out["warnings"] if w.startswith("--save ")]
+    (run_id, status, note), = _rows(history)
+    assert status == "done" and note is None
+    kept = out["artifacts"]["model"]
+    assert f"The model is kept as run {run_id}'s: {kept}." in save_warning
+    assert (history.parent / "artifacts" / f"run-{run_id}" / "model.pt").is_file()
+    assert f"warning: {save_warning}\n" in err and save_warning.startswith("--save /proc/model.pt could not be written")
+
+
+def test_a_read_only_save_folder_is_a_warning(tmp_path, cifar_asset):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder; the full-disk and /proc tests cover this for root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        out, err, history = _run_and_save(tmp_path, ro / "model.pt")
+    finally:
+        ro.chmod(0o755)
+    assert any(w.startswith(f"--save {ro / 'model.pt'} could not be written") for w in out["warnings"])
+    assert list(ro.iterdir()) == []

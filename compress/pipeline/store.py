@@ -45,11 +45,11 @@ class _Record:
     def finish(self, result: Result) -> None:
         if result.run_id is None or self.history is None:
             return
-        self._save_model(result)
+        note = self._save_model(result)
         steps = result.steps + ([{"step": "start", "config": {"run": result.start_run}, "seconds": 0,
                                   "report": {"profile": result.start_profile}}] if result.start_run else [])
         self._safe("finished", self.history.finish, result.run_id, result.before, result.after, steps,
-                   result.artifacts, result.data, result.changed)
+                   result.artifacts, result.data, result.changed, note)
 
     def fail(self, run_id: Optional[int], e: BaseException) -> bool:
         """Mark run ``run_id`` as ended by ``e``: ``cancelled`` when its user stopped it (the
@@ -70,14 +70,20 @@ class _Record:
         self._safe(f"marked {status}", self.history.fail, run_id, msg or type(e).__name__, status)
         return self.history is not None
 
-    def _save_model(self, result: Result) -> None:
+    def _save_model(self, result: Result) -> Optional[str]:
+        """Keep the run's model next to the history (written whole or not at all). A failure
+        (no space, a read-only folder) is a warning, and the note the row is finished with;
+        the figures are kept either way."""
         try:
             path = save_model(result.model, result.loaded, self.history.artifact_dir(result.run_id),
                               meta={"run_id": result.run_id, "recipe": result.recipe.to_dict()})
             result.artifacts["model"] = str(path)
+            return None
         except (OSError, CompressError) as e:
-            result.warnings.append(f"The model of run {result.run_id} could not be saved next to the "
-                                   f"history ({e}); the result is kept in this session.")
+            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+            note = f"The model of run {result.run_id} could not be saved next to the history ({why})."
+            result.warnings.append(f"{note} The result is kept in this session.")
+            return note
 
 
 def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path:
