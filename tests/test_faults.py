@@ -414,3 +414,78 @@ def test_a_read_only_save_folder_is_a_warning(tmp_path, cifar_asset):
         ro.chmod(0o755)
     assert any(w.startswith(f"--save {ro / 'model.pt'} could not be written") for w in out["warnings"])
     assert list(ro.iterdir()) == []
+
+
+# ------------------------------------------------------------------ 3. data folders
+
+
+def _cifar_photos(n_per_class: int, classes: tuple[str, ...]) -> dict[str, list[bytes]]:
+    """Real CIFAR-10 test photos (JPEG bytes) per class, read from the tarball."""
+    import tarfile
+
+    from conftest import CIFAR_TAR
+    if not CIFAR_TAR.is_file():
+        pytest.skip(f"CIFAR-10 tarball not found at {CIFAR_TAR}")
+    out: dict[str, list[bytes]] = {c: [] for c in classes}
+    with tarfile.open(CIFAR_TAR) as tar:
+        for m in tar:
+            parts = m.name.split("/")
+            if m.isfile() and "test" in parts and parts[-2] in out and len(out[parts[-2]]) < n_per_class:
+                out[parts[-2]].append(tar.extractfile(m).read())
+            if all(len(v) == n_per_class for v in out.values()):
+                break
+    return out
+
+
+def test_an_excel_labels_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from compress.data.folders import scan_folder
+    photos = _cifar_photos(2, ("cat", "ship"))
+    (tmp_path / "images").mkdir()
+    rows = []
+    for label, c in ((3, "cat"), (8, "ship")):
+        for i, data in enumerate(photos[c]):
+            (tmp_path / "images" / f"{c}{i}.jpg").write_bytes(data)
+            rows.append(f"{c}{i}.jpg,{label}")
+    (tmp_path / "labels.csv").write_text("file,label\r\n" + "\r\n".join(rows) + "\r\n", encoding="utf-8-sig")
+    assert (tmp_path / "labels.csv").read_bytes().startswith(b"\xef\xbb\xbffile,label")
+    images = scan_folder(tmp_path)
+    assert images.layout == "labels.csv" and images.labels == (3, 3, 8, 8)
+    assert [p.name for p in images.paths] == ["cat0.jpg", "cat1.jpg", "ship0.jpg", "ship1.jpg"]
+
+
+def test_macos_hidden_files_in_class_folders_are_not_photos(tmp_path):
+    from compress.data.folders import scan_folder
+    from compress.predict import photo_files
+    photos = _cifar_photos(2, ("cat", "ship"))
+    for c, datas in photos.items():
+        (tmp_path / c).mkdir()
+        for i, data in enumerate(datas):
+            (tmp_path / c / f"photo{i}.jpg").write_bytes(data)
+            (tmp_path / c / f"._photo{i}.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble metadata")
+        (tmp_path / c / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "._cat").write_bytes(b"\x00\x05\x16\x07")
+    images = scan_folder(tmp_path)
+    assert images.classes == ("cat", "ship") and len(images) == 4
+    assert all(not p.name.startswith(".") for p in images.paths)
+    assert photo_files([tmp_path]) == list(images.paths)       # the same rule in predict
+
+
+def test_an_empty_class_folder_is_left_out_and_the_result_says_so(tmp_path, cifar_asset):
+    from compress import pipeline
+    from compress.data.folders import scan_folder
+    from compress.recipe import DataRef, MeasureRef, Recipe
+    photos = _cifar_photos(6, ("airplane", "cat"))
+    for c in ("airplane", "bird", "cat", "deer"):
+        (tmp_path / c).mkdir()
+        for i, data in enumerate(photos.get(c, [])):
+            (tmp_path / c / f"{i}.jpg").write_bytes(data)
+    (tmp_path / "deer" / ".DS_Store").write_bytes(b"Bud1")          # hidden files do not count as images
+    images = scan_folder(tmp_path)
+    assert images.classes == ("airplane", "cat") and len(images) == 12
+    (note,) = images.notes
+    assert note.startswith("2 class folders of ") and "left out: bird, deer." in note
+    assert "other 2 classes only" in note
+    result = pipeline.run(Recipe(data=DataRef(path=str(tmp_path), limit=None),
+                                 measure=MeasureRef(device="cpu", runs=2, warmup=1)))
+    assert note in result.warnings
+    assert result.before["accuracy"]["n"] + result.data["scoring_pool"] == 12

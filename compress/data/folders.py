@@ -30,6 +30,7 @@ class ImageList:
     paths: tuple[Path, ...]
     labels: Optional[tuple[int, ...]]
     classes: Optional[tuple[str, ...]]
+    notes: tuple[str, ...] = ()       # what the user should know about the set (empty class folders)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -42,11 +43,22 @@ class ImageList:
         idx = [int(i) for i in indices]
         return ImageList(self.root, self.layout, tuple(self.paths[i] for i in idx),
                          None if self.labels is None else tuple(self.labels[i] for i in idx),
-                         self.classes)
+                         self.classes, self.notes)
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` (under ``root``) is hidden: it, or a folder between, is named with a
+    leading dot. That covers macOS's ``.DS_Store`` and its AppleDouble ``._photo.jpg`` files
+    (metadata with a photo's suffix, not photos) and folders such as ``.ipynb_checkpoints``.
+    Every scan of the user's folders skips them (datasets here, photos to classify)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _images_under(folder: Path, root: Path, recursive: bool = True) -> list[Path]:
+    """The image files (by suffix, hidden ones skipped) under ``folder``, sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not is_hidden(p, root))
 
 
 def scan_folder(path: str | os.PathLike, allow_unlabelled: bool = False) -> ImageList:
@@ -62,17 +74,22 @@ def scan_folder(path: str | os.PathLike, allow_unlabelled: bool = False) -> Imag
         return _scan_labels_csv(root, labels_csv)
     subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if subdirs:
-        paths, labels, classes = [], [], []
+        paths, labels, classes, empty = [], [], [], []
         for name in subdirs:
-            files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
+            files = _images_under(root / name, root)
             if not files:
+                empty.append(name)
                 continue
             classes.append(name)
             paths.extend(files)
             labels.extend([len(classes) - 1] * len(files))
         if paths:
-            return ImageList(root, "imagefolder", tuple(paths), tuple(labels), tuple(classes))
-    files = sorted(p for p in root.iterdir() if _is_image(p))
+            notes = (f"{len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
+                     f"{'hold' if len(empty) > 1 else 'holds'} no images and {'are' if len(empty) > 1 else 'is'} "
+                     f"left out: {', '.join(empty[:8])}{', …' if len(empty) > 8 else ''}. Accuracy is over "
+                     f"the other {len(classes)} classes only.",) if empty else ()
+            return ImageList(root, "imagefolder", tuple(paths), tuple(labels), tuple(classes), notes)
+    files = _images_under(root, root, recursive=False)
     if files and allow_unlabelled:
         return ImageList(root, "unlabelled", tuple(files), None, None)
     if files:
@@ -88,7 +105,8 @@ def _scan_labels_csv(root: Path, labels_csv: Path) -> ImageList:
     image_dir = root / "images" if (root / "images").is_dir() else root
     paths, labels = [], []
     try:
-        with open(labels_csv, newline="") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
                 raise DataError(f"{labels_csv} must have a header with columns 'file' and 'label' "
@@ -176,7 +194,7 @@ def for_model(images: "ImageList", num_classes: int, model_name: str, categories
         return images
     idx = class_indices(images.classes, num_classes, model_name, categories, where=where or str(images.root))
     return ImageList(images.root, images.layout, images.paths, tuple(idx[y] for y in images.labels),
-                     images.classes)
+                     images.classes, images.notes)
 
 
 def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:

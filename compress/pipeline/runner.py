@@ -87,13 +87,20 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
                     versions=ctx.versions, reports=raw, loaded=ctx.loaded,
                     start_run=start.run_id if start is not None else None, start_profile=start_profile)
-    result.warnings.extend(ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
+    result.warnings.extend(_data_notes(ctx.sets) + ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
     if result.data is not None and after is not before:
         result.changed = changed_images(result.data, before, after, ctx.spec.categories)
     if recipe.export.formats:
         _export(result, ctx)
     result.seconds = time.perf_counter() - t_all
     return result
+
+
+def _data_notes(sets) -> list[str]:
+    """What the evaluation images' folder scan noted (e.g. class folders left out for holding
+    no images). EvalSets has no field of its own for it: the scoring pool is an ImageList
+    cut from the same scan, and carries the scan's notes."""
+    return list(getattr(getattr(sets, "pool", None), "notes", ()))
 
 
 def _time_run(ctx: _Context, before: dict, start: Optional[Point], start_profile: Optional[dict],
@@ -192,7 +199,7 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
             outcome[i] = {"config": qc, "error": str(e)}
     results, baselines = _time_variants(ctx, record, before, reference, distinct, float_model, made, outcome,
                                         todo, start if done else None)
-    warnings.extend(ctx.warnings)
+    warnings.extend(_data_notes(ctx.sets) + ctx.warnings)
     return Variants(before=before, reference=reference, results=results, data=ctx.data_json(),
                     warnings=warnings, baselines=baselines)
 
