@@ -1,5 +1,6 @@
-"""Where the product keeps what it derives: the cache folder (bottom layer, no imports), and
-the one way it writes a file that must never be left half-written."""
+"""Where the product keeps what it derives: the cache folder (next to the bottom layer: it
+imports only ``errors``), and the one way it writes a file that must never be left
+half-written."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from compress.errors import CacheError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -17,10 +20,16 @@ os.umask(_UMASK)                                # read once: the permissions a p
 def cache_dir() -> Path:
     """Where derived data (unpacked tarballs, decoded tensors, history) is kept.
 
-    ``COMPRESSION_LAB_CACHE`` overrides the default ``~/.cache/compression-lab``.
+    ``COMPRESSION_LAB_CACHE`` overrides the default ``~/.cache/compression-lab``. A folder
+    that cannot be made is a CacheError that says how to choose another; one that cannot be
+    written is found by what writes there (a read-only cache only slows a speed-up table).
     """
     root = Path(os.environ.get("COMPRESSION_LAB_CACHE", Path.home() / ".cache" / "compression-lab"))
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheError(f"The cache folder {root} cannot be made ({e.strerror}: {e.filename}). Set "
+                         "COMPRESSION_LAB_CACHE to a folder you can write.") from None
     return root
 
 

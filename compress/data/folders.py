@@ -6,14 +6,18 @@ Paths always come from the user (CLI flag, environment variable or the dashboard
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from compress.errors import DataError
+from compress.errors import CacheError, DataError
 from compress.paths import ASSETS, cache_dir
 
 
@@ -211,20 +215,57 @@ def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
     if p.is_file():
         if not tarfile.is_tarfile(p):
             raise DataError(f"{p} is neither a folder nor a tar archive of CIFAR-10.")
-        digest = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
-        target = cache_dir() / f"cifar10-{digest}"
-        done = target / ".unpacked"
-        if not done.exists():
-            target.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(p) as tar:
-                tar.extractall(target, filter="data")
-            done.touch()
-        p = target
+        p = unpack_to_cache(p, "cifar10")
     for candidate in (p / "cifar10" / split, p / split, p):
         if candidate.is_dir() and all((candidate / c).is_dir() for c in CIFAR10_CLASSES):
             return candidate
     raise DataError(f"No CIFAR-10 '{split}' split found under {path}: expected "
                     f"cifar10/{split}/<class>/*.jpg with the ten class folders.")
+
+
+def unpack_to_cache(tarball: Path, kind: str) -> Path:
+    """The cache folder ``tarball`` is unpacked in, unpacked now if it is not yet.
+
+    The cache never holds a partial unpack: the archive is unpacked into a temporary folder
+    next to the final one, which is renamed only when every file is out (a folder of the
+    final name is complete; one from an earlier version without its ``.unpacked`` mark is
+    unpacked again). A truncated or damaged archive, or a cache that cannot be written,
+    is a DataError / CacheError naming the file, and leaves nothing behind."""
+    st = tarball.stat()
+    digest = hashlib.sha1(f"{tarball.resolve()}:{st.st_size}:{st.st_mtime}".encode()).hexdigest()[:12]
+    cache = cache_dir()
+    target = cache / f"{kind}-{digest}"
+    if (target / ".unpacked").exists():
+        return target
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{target.name}.", suffix=".partial"))
+    except OSError as e:
+        raise CacheError(f"The cache folder {cache} cannot be written ({e.strerror}); {tarball.name} is unpacked "
+                         "there. Set COMPRESSION_LAB_CACHE to a folder you can write.") from None
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / ".unpacked").touch()
+        if target.exists():                     # an older version's unpack, perhaps partial
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / ".unpacked").exists():   # another process's complete unpack won the race
+                raise
+    except tarfile.FilterError as e:
+        raise DataError(f"{tarball} holds a file that would be unpacked outside its folder ({e}); it is not "
+                        "a dataset archive this program unpacks.") from None
+    except (EOFError, tarfile.TarError, zlib.error) as e:
+        raise DataError(f"{tarball} is truncated or damaged: {e}. Download or copy it again.") from None
+    except OSError as e:                        # no space, a read-only cache, or a gzip that is not one
+        what = "is truncated or damaged" if isinstance(e, gzip.BadGzipFile) else "cannot be unpacked into the cache"
+        raise DataError(f"{tarball} {what} ({e.strerror or e}). "
+                        + ("" if isinstance(e, gzip.BadGzipFile) else
+                           f"Free space in {cache} or set COMPRESSION_LAB_CACHE to another folder.")) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def has_train_split(path: str | os.PathLike) -> bool:
