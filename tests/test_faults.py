@@ -356,7 +356,7 @@ def _umask() -> int:
     return mask
 
 
-def _run_and_save(tmp_path, save, preexec_fn=None):
+def _run_and_save(tmp_path, save, preexec_fn=None, *more):
     import json
     import subprocess
     import sys
@@ -365,7 +365,7 @@ def _run_and_save(tmp_path, save, preexec_fn=None):
     history = tmp_path / "h" / "history.sqlite"
     r = subprocess.run([sys.executable, "-m", "compress", "run", "--model", "resnet18_cifar10", "--data", "none",
                         "--prune-ratio", "0.3", "--runs", "3", "--warmup", "1", "--history", str(history),
-                        "--save", str(save), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        "--save", str(save), "--json", *more], cwd=ROOT, capture_output=True, text=True, timeout=600,
                        preexec_fn=preexec_fn)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -377,8 +377,15 @@ def _run_and_save(tmp_path, save, preexec_fn=None):
 def test_a_full_disk_after_the_work_keeps_the_result_warns_and_leaves_no_partial_file(tmp_path, cifar_asset):
     saves = tmp_path / "saves"
     saves.mkdir()
-    out, err, history = _run_and_save(tmp_path, saves / "small.pt", preexec_fn=_no_space_after(4_000_000))
+    exports = saves / "exports"
+    out, err, history = _run_and_save(tmp_path, saves / "small.pt", _no_space_after(4_000_000),
+                                      "--export", "onnx", "--out", str(exports))
     assert "checkpoint" not in out["artifacts"] and "model" not in out["artifacts"]
+    card = exports / "resnet18_cifar10-compressed.md"
+    assert "onnx" not in out["artifacts"] and out["artifacts"]["model_card"] == str(card)
+    (export_warning,) = [w for w in out["warnings"] if w.startswith("onnx: ")]
+    assert "could not be written (File too large); nothing was left there." in export_warning
+    assert [p.name for p in exports.iterdir()] == ["resnet18_cifar10-compressed.md"]
     (save_warning,) = [w for w in out["warnings"] if w.startswith("--save ")]
     assert "could not be written (File too large)" in save_warning and "nothing was left there" in save_warning
     (model_warning,) = [w for w in out["warnings"] if "could not be saved next to the history" in w]
@@ -386,7 +393,7 @@ def test_a_full_disk_after_the_work_keeps_the_result_warns_and_leaves_no_partial
     (run_id, status, note), = _rows(history)
     assert status == "done" and note.startswith(f"The model of run {run_id} could not be saved") \
         and "File too large" in note
-    assert list(saves.iterdir()) == []
+    assert [p.name for p in saves.iterdir()] == ["exports"]
     assert not any(p.is_file() for p in (history.parent / "artifacts").rglob("*"))
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.export import FORMATS, export
-from compress.paths import cache_dir
+from compress.paths import atomic_write, cache_dir
 from compress.progress import Cancel, OnProgress, emit
 from compress.quantize import MODES
 from compress.quantize import validate as validate_quant
@@ -267,18 +267,25 @@ def _export(result: Result, ctx: _Context) -> None:
     t0 = time.perf_counter()
     for i, fmt in enumerate(result.recipe.export.formats):
         emit(ctx.on_progress, "export", i / len(result.recipe.export.formats), f"writing {fmt}")
+        path = out / f"{base}{FORMATS[fmt].suffix}"
         try:
-            e = export(result.model, fmt, out / f"{base}{FORMATS[fmt].suffix}", spec.input_size, batches,
-                       loaded=ctx.loaded, meta=meta)
-        except CompressError as err:       # one format that cannot take the model does not stop the rest
+            e = export(result.model, fmt, path, spec.input_size, batches, loaded=ctx.loaded, meta=meta)
+        except (CompressError, OSError) as err:   # one format that cannot take the model, or a full
+            if isinstance(err, OSError):          # disk, does not stop the rest nor lose the result
+                path.unlink(missing_ok=True)      # no half-written file
+                err = f"{path} could not be written ({err.strerror or err}); nothing was left there."
             result.export_errors[fmt] = str(err)
             result.warnings.append(f"{fmt}: {err}")
             continue
         result.exports[fmt] = e.to_json()
         result.artifacts[fmt] = e.path
     card = out / f"{base}.md"
-    card.write_text(model_card(result))
-    result.artifacts["model_card"] = str(card)
+    try:
+        with atomic_write(card) as f:
+            f.write(model_card(result).encode())
+        result.artifacts["model_card"] = str(card)
+    except OSError as err:
+        result.warnings.append(f"The model card {card} could not be written ({err.strerror or err}).")
     result.steps.append({"step": "export", "config": {"formats": list(result.recipe.export.formats),
                                                       "out_dir": str(out)},
                          "seconds": round(time.perf_counter() - t0, 3), "report": result.exports})
