@@ -246,13 +246,14 @@ def unpack_to_cache(tarball: Path, kind: str) -> Path:
         with tarfile.open(tarball) as tar:
             tar.extractall(tmp, filter="data")
         (tmp / ".unpacked").touch()
-        if target.exists():                     # an older version's unpack, perhaps partial
-            shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / ".unpacked").exists():   # another process's complete unpack won the race
-                raise
+        if not (target / ".unpacked").exists():     # else another process finished first: use its
+            if target.exists():                      # an earlier version's unpack, stopped part-way
+                shutil.rmtree(target)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not (target / ".unpacked").exists():   # not another process's complete unpack
+                    raise
     except tarfile.FilterError as e:
         raise DataError(f"{tarball} holds a file that would be unpacked outside its folder ({e}); it is not "
                         "a dataset archive this program unpacks.") from None
