@@ -25,6 +25,10 @@ class UntrustedPickle(CheckpointError):
     """The file is a full pickled model: loading it executes code."""
 
 
+class CacheError(CompressError):
+    """The cache folder cannot be made or written (a read-only folder, a path under a file)."""
+
+
 class DataError(CompressError):
     """A dataset path is missing, empty or malformed."""
 

@@ -120,12 +120,14 @@ class History:
         return self.path.parent / "artifacts" / f"run-{run_id}"
 
     def finish(self, run_id: int, before: dict, after: dict, steps: list, artifacts: dict,
-               data: Optional[dict] = None, changed: Optional[list] = None) -> None:
+               data: Optional[dict] = None, changed: Optional[list] = None, note: Optional[str] = None) -> None:
+        """Mark a run done with its figures; ``note`` (kept in the ``error`` column, which a
+        done run does not otherwise use) says what of it was not kept, e.g. its model file."""
         self._write("UPDATE runs SET status='done', before_json=?, after_json=?, steps_json=?, artifacts_json=?, "
-                    "data_json=?, changed_json=?, ended=? WHERE id=?",
+                    "data_json=?, changed_json=?, error=?, ended=? WHERE id=?",
                     (json.dumps(before), json.dumps(after), json.dumps(steps), json.dumps(artifacts),
                      None if data is None else json.dumps(data), None if changed is None else json.dumps(changed),
-                     time.time(), run_id))
+                     note, time.time(), run_id))
 
     def fail(self, run_id: int, error: str, status: str = "failed") -> None:
         """Mark a run as ended without a result: ``failed``, or ``cancelled`` by its user."""

@@ -58,14 +58,25 @@ def check(name: str, value, where: Optional[str] = None):
     lo, hi, what = BOUNDS[name]
     label = where or name
     whole = isinstance(lo, int) and isinstance(hi, int)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
-        raise BadNumber(f"{label}: expected {'a whole number' if whole else 'a number'} ({what}), got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (whole and isinstance(value, float) and not value.is_integer()):
+        got = "null" if value is None else repr(value)          # None comes from a recipe file's null
+        raise BadNumber(f"{label}: expected {'a whole number' if whole else 'a number'} ({what}), got {got}.")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadNumber(f"{label}: {value} is not a usable {what}.")
     if not lo <= value <= hi:
-        fmt = (lambda x: f"{int(x):,}") if whole else (lambda x: f"{x:g}")
+        fmt = _whole if whole else (lambda x: f"{x:g}")
         raise BadNumber(f"{label}: {fmt(value)} is out of range for {what}; use {fmt(lo)} to {fmt(hi)}.")
     return int(value) if whole else float(value)
+
+
+def _whole(x) -> str:
+    """A whole number with thousands separators; one too long to read as its first digits
+    and length (a Python int has no size limit, a recipe file's number neither)."""
+    digits = int(x).bit_length() * 0.30103                 # about log10, without str() (4,300-digit limit)
+    if digits > 24:
+        return f"a number of about {digits:.0f} digits"
+    return f"{int(x):,}"
 
 
 def check_optional(name: str, value, where: Optional[str] = None):

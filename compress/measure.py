@@ -26,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from compress.errors import DataError
+from compress.errors import CacheError, DataError
 from compress.paths import cache_dir
 from compress.progress import Cancel, Cancelled, OnProgress, emit
 from compress.runtimes import ONNX_RUNTIME, PYTORCH_EAGER
@@ -159,9 +159,11 @@ def gzip_size(raw: bytes) -> int:
     if len(raw) < 1 << 20:                      # small files: compressing is cheaper than the table
         return len(gzip.compress(raw, compresslevel=6))
     key = hashlib.sha256(raw).hexdigest()
-    path = cache_dir() / _GZIP_SIZES
     try:
+        path = cache_dir() / _GZIP_SIZES
         table = json.loads(path.read_text())
+    except CacheError:                          # no cache folder: size it every time
+        return len(gzip.compress(raw, compresslevel=6))
     except (OSError, ValueError):
         table = {}
     if key in table:

@@ -13,6 +13,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from compress.data.folders import is_hidden
 from compress.errors import CompressError, ImageError
 from compress.images import MAX_BYTES, read_image
 
@@ -28,7 +29,7 @@ def photo_files(args: Iterable[str | os.PathLike]) -> list[Path]:
         p = Path(a).expanduser()
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in PHOTO_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+                           and not is_hidden(f, p))
             if not found:
                 raise CompressError(f"{p} holds no photos ({', '.join(PHOTO_EXTENSIONS)}).")
             out.extend(found)

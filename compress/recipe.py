@@ -20,7 +20,7 @@ from compress.distill import RecoverConfig, validate_recover
 from compress.errors import CompressError
 from compress.export import FORMATS as EXPORT_FORMATS
 from compress.limits import BadNumber, check, check_optional
-from compress.prune import CRITERIA, StructuredConfig, UnstructuredConfig, validate_unstructured
+from compress.prune import CRITERIA, StructuredConfig, UnstructuredConfig, validate_structured, validate_unstructured
 from compress.quantize import MODES, QuantConfig, validate_config
 from compress.zoo import ZOO, build_architecture
 
@@ -103,6 +103,8 @@ class Recipe:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise RecipeError(f"The recipe is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.")
+        except ValueError as e:                # e.g. a number of more than 4,300 digits
+            raise RecipeError(f"The recipe cannot be read: {str(e).split(';')[0]}.") from None
         return cls.from_dict(d)
 
     @classmethod
@@ -185,6 +187,10 @@ def validate(recipe: Recipe) -> None:
     if recipe.prune is not None:
         if recipe.prune.criterion not in CRITERIA:
             raise RecipeError(f"prune.criterion: unknown {recipe.prune.criterion!r}; use {', '.join(CRITERIA)}.")
+        try:
+            validate_structured(recipe.prune)
+        except CompressError as e:
+            raise RecipeError(f"prune: {e}") from None
 
 
 def _check_numbers(recipe: Recipe) -> None:
@@ -197,8 +203,13 @@ def _check_numbers(recipe: Recipe) -> None:
                 ("train_limit", d.train_limit, "data.train_limit"),
                 ("num_classes", recipe.model.num_classes, "model.num_classes")]
     if r.prune is not None:
-        optional += [("prune_ratio", r.prune.ratio, "prune.ratio"), ("round_to", r.prune.round_to, "prune.round_to")]
-        checks.append(("bn_images", r.prune.bn_images, "prune.bn_images"))
+        p = r.prune
+        # a "ratio" target needs the ratio; a macs/params target searches it (null) from the saving
+        (checks if p.target == "ratio" else optional).append(("prune_ratio", p.ratio, "prune.ratio"))
+        if p.target != "ratio":
+            checks.append(("prune_ratio", p.target_reduction, "prune.target_reduction"))
+        optional.append(("round_to", p.round_to, "prune.round_to"))
+        checks += [("bn_images", p.bn_images, "prune.bn_images"), ("seed", p.seed, "prune.seed")]
         for i, (name, ratio) in enumerate(r.prune.layer_ratios):
             checks.append(("prune_ratio", ratio, f"prune.layer_ratios[{i}] ({name})"))
     if r.quantize is not None:
@@ -207,7 +218,10 @@ def _check_numbers(recipe: Recipe) -> None:
                    ("qat_epochs", r.quantize.qat_epochs, "quantize.qat_epochs"),
                    ("lr", r.quantize.qat_lr, "quantize.qat_lr")]
     if r.unstructured is not None:
-        checks.append(("unstructured_amount", r.unstructured.amount, "unstructured.amount"))
+        checks += [("unstructured_amount", r.unstructured.amount, "unstructured.amount"),
+                   ("seed", r.unstructured.seed, "unstructured.seed")]
+    if r.recover is not None:
+        checks.append(("seed", r.recover.seed, "recover.seed"))
     try:
         for name, value, where in checks:
             check(name, value, where)
@@ -242,6 +256,15 @@ def _type_name(tp) -> str:
     return {str: "text", int: "a whole number", float: "a number", bool: "true/false"}.get(tp, "a value")
 
 
+def _short(v) -> str:
+    """A JSON value for a message, cut to a readable length (a number may have 400 digits)."""
+    try:
+        text = json.dumps(v)
+    except (TypeError, ValueError):            # not JSON, or an int past Python's 4,300-digit limit
+        return f"a {type(v).__name__}"
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
 def _value(tp, v, where: str):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -254,28 +277,31 @@ def _value(tp, v, where: str):
         return _build(tp, v, where + ".")
     if origin is tuple:
         if not isinstance(v, (list, tuple)):
-            raise RecipeError(f"{where}: expected a list, got {json.dumps(v)}.")
+            raise RecipeError(f"{where}: expected a list, got {_short(v)}.")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
         if len(v) != len(args):
             raise RecipeError(f"{where}: expected a list of {len(args)} items "
-                              f"({', '.join(_type_name(a) for a in args)}), got {json.dumps(v)}.")
+                              f"({', '.join(_type_name(a) for a in args)}), got {_short(v)}.")
         return tuple(_value(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v)))
     if tp is bool:
         if not isinstance(v, bool):
-            raise RecipeError(f"{where}: expected true or false, got {json.dumps(v)}.")
+            raise RecipeError(f"{where}: expected true or false, got {_short(v)}.")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise RecipeError(f"{where}: expected a whole number, got {json.dumps(v)}.")
+            raise RecipeError(f"{where}: expected a whole number, got {_short(v)}.")
         return v
     if tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise RecipeError(f"{where}: expected a number, got {json.dumps(v)}.")
-        return float(v)
+            raise RecipeError(f"{where}: expected a number, got {_short(v)}.")
+        try:
+            return float(v)
+        except OverflowError:                  # a whole number too long for a float
+            raise RecipeError(f"{where}: {_short(v)} is far too large.") from None
     if tp is str:
         if not isinstance(v, str):
-            raise RecipeError(f"{where}: expected text, got {json.dumps(v)}.")
+            raise RecipeError(f"{where}: expected text, got {_short(v)}.")
         return v
     return v
 

@@ -20,6 +20,7 @@ from compress.checkpoint.safe import (check_file, first_line, guess_architecture
                                       load_state_into, reshape_to_state_dict, safe_torch_load, unreadable,
                                       unwrap_state_dict)
 from compress.errors import ArchitectureMismatch, CheckpointError, UntrustedPickle
+from compress.paths import atomic_write
 from compress.runtimes import ExecuTorchModel, InductorModel, OrtModel, export_onnx
 from compress.zoo import ARCHITECTURES, ZOO, LoadedModel, ModelSpec, build_architecture, get_spec
 
@@ -33,20 +34,32 @@ def save_artifact(loaded: LoadedModel, path, meta: Optional[dict] = None, half: 
 
     Only tensors and plain data, so it loads back with ``weights_only=True``. Channel-pruned
     models round-trip too: loading resizes the layers to the saved shapes. ``path`` may be a
-    file object (e.g. BytesIO for a download button). ``half``: floating-point tensors are
-    stored as float16 (half the bytes; loading turns them back into the model's float32).
+    file object (e.g. BytesIO for a download button); a path is written whole or not at all
+    (:func:`compress.paths.atomic_write`: OSError when it cannot be, and no partial file).
+    ``half``: floating-point tensors are stored as float16 (half the bytes; loading turns
+    them back into the model's float32).
     """
+    if hasattr(path, "write"):
+        path.write(artifact_bytes(loaded, meta, half))
+        return path
+    with atomic_write(path) as f:
+        f.write(artifact_bytes(loaded, meta, half))
+    return Path(path)
+
+
+def artifact_bytes(loaded: LoadedModel, meta: Optional[dict] = None, half: bool = False) -> bytes:
+    """The project checkpoint of ``loaded`` as bytes (see :func:`save_artifact`). Serialised
+    in memory, then written by the caller: torch.save turns a failed write (no space) into a
+    RuntimeError about stream positions, where Python's own write raises the OSError."""
     state = loaded.model.state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     blob = {"format": ARTIFACT_FORMAT, "arch": loaded.spec.arch, "zoo_entry": loaded.spec.name,
             "num_classes": loaded.spec.num_classes, "meta_json": json.dumps(meta or {}),
             "state_dict": state}
-    if hasattr(path, "write"):
-        torch.save(blob, path)
-        return path
-    torch.save(blob, Path(path))
-    return Path(path)
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- loading each kind back
@@ -198,11 +211,11 @@ def _module_of(model) -> nn.Module:
     return model if isinstance(model, nn.Module) else model.model
 
 
-def _save_pytorch(model, path: Path, spec: ModelSpec, meta: dict) -> Path:
-    return save_artifact(LoadedModel(_module_of(model), spec, "run"), path, meta=meta)
+def _save_pytorch(model, spec: ModelSpec, meta: dict) -> bytes:
+    return artifact_bytes(LoadedModel(_module_of(model), spec, "run"), meta=meta)
 
 
-def _save_onnx(model, path: Path, spec: ModelSpec, meta: dict) -> Path:
+def _save_onnx(model, spec: ModelSpec, meta: dict) -> bytes:
     """The model's own ONNX file (ONNX Runtime modes) or an export of it, with the zoo entry
     and the run's metadata inside, so it loads back with its classes and preprocessing."""
     import onnx
@@ -211,8 +224,7 @@ def _save_onnx(model, path: Path, spec: ModelSpec, meta: dict) -> Path:
     for k, v in ((ONNX_ZOO_KEY, spec.name), (ONNX_META_KEY, json.dumps(meta))):
         prop = proto.metadata_props.add()
         prop.key, prop.value = k, v
-    path.write_bytes(proto.SerializeToString())
-    return path
+    return proto.SerializeToString()
 
 
 def to_torchscript(module: nn.Module, input_size) -> torch.jit.ScriptModule:
@@ -225,23 +237,23 @@ def to_torchscript(module: nn.Module, input_size) -> torch.jit.ScriptModule:
         return torch.jit.trace(module.cpu().eval(), torch.zeros(1, *input_size), check_trace=False)
 
 
-def _save_torchscript(model, path: Path, spec: ModelSpec, meta: dict) -> Path:
+def _save_torchscript(model, spec: ModelSpec, meta: dict) -> bytes:
     try:
         script = to_torchscript(_module_of(model), spec.input_size)
     except Exception as e:  # noqa: BLE001 - any tracer failure becomes a plain message
         raise CheckpointError(f"TorchScript cannot take this model: {first_line(e)}") from None
-    torch.jit.save(script, str(path))
-    return path
+    buf = io.BytesIO()
+    torch.jit.save(script, buf)
+    return buf.getvalue()
 
 
 def _save_carried(attr: str, what: str) -> Callable:
     """A saver that writes the program a model already carries (``model.<attr>``)."""
-    def save_it(model, path: Path, spec: ModelSpec, meta: dict) -> Path:
+    def save_it(model, spec: ModelSpec, meta: dict) -> bytes:
         data = getattr(model, attr, None)
         if data is None:
             raise CheckpointError(f"This model carries no {what}; quantize it with a mode that makes one.")
-        path.write_bytes(data)
-        return path
+        return data
     return save_it
 
 
@@ -254,7 +266,7 @@ class ArtifactKind:
     description: str
     suffix: str                          # the file name's ending (model + suffix)
     matches: Callable[[Path], bool]      # is this file of this kind (by name or content)
-    save: Callable[..., Path]            # (model, path, spec, meta) -> path
+    save: Callable[..., bytes]           # (model, spec, meta) -> the file's bytes
     load: Callable[[Path, LoadRequest], LoadedModel]
     carries: Optional[str] = None        # the QuantizedModel field that holds the file's bytes
 
@@ -295,13 +307,19 @@ def module_kind(module: nn.Module) -> str:
 
 def save(kind: str, model, spec: ModelSpec, folder: str | os.PathLike, meta: Optional[dict] = None) -> Path:
     """Write ``model`` (an nn.Module or a QuantizedModel) as ``kind`` into ``folder``
-    (``model`` + the kind's suffix); it loads back with :func:`load_checkpoint`."""
+    (``model`` + the kind's suffix); it loads back with :func:`load_checkpoint`. The file is
+    written whole or not at all: OSError when it cannot be (no space, read-only), and an
+    earlier file of that name is left as it was."""
     if kind not in ARTIFACT_KINDS:
         raise CheckpointError(f"Unknown model file kind {kind!r}: use {', '.join(ARTIFACT_KINDS)}.")
     entry = ARTIFACT_KINDS[kind]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return entry.save(model, folder / entry.file_name, spec, meta or {})
+    data = entry.save(model, spec, meta or {})
+    path = folder / entry.file_name
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, arch: Optional[str] = None,

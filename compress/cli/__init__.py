@@ -1,6 +1,7 @@
 """Command line: ``python -m compress {profile,run,auto,predict,diff,history,models,train-baseline}``.
 
-Errors a user can cause print one plain line to stderr and exit with status 2.
+Errors a user can cause print one plain line to stderr and exit with status 2; Ctrl-C prints
+one line and exits with status 130 (a run it stops is recorded as cancelled).
 """
 from __future__ import annotations
 
@@ -202,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     except CompressError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:             # Ctrl-C: one line, and the shell's status for SIGINT
+        run_id = getattr(e, "run_id", None)    # set by pipeline.run: the history row, now cancelled
+        print("cancelled by the user (Ctrl-C)"
+              + (f"; run {run_id} is recorded as cancelled" if run_id is not None else ""), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

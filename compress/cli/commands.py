@@ -85,7 +85,7 @@ def _cmd_history(a: argparse.Namespace) -> int:
         print(f"{r.id:>5}  {r.status:<8} {r.name[:60]:<60} "
               + (f"top-1 {acc['top1']:.2f}%  " if acc else "")
               + (f"{lat['median']:.2f} ms" if lat else "")
-              + (f"  error: {r.error}" if r.error else ""))
+              + (f"  {'note' if r.status == 'done' else 'error'}: {r.error}" if r.error else ""))
     return 0
 
 

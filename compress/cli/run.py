@@ -11,6 +11,7 @@ from compress.checkpoint import save_artifact
 from compress.distill import RecoverConfig
 from compress.errors import CompressError
 from compress.history import History
+from compress.paths import atomic_write
 from compress.prune import StructuredConfig, UnstructuredConfig
 from compress.quantize import MODES, QuantConfig
 from compress.recipe import STEP_SECTIONS, DataRef, ExportRef, MeasureRef, ModelRef, Recipe, validate
@@ -78,9 +79,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
     Result as JSON or a short table. Every run is recorded in the history."""
     from dataclasses import replace
     start = None
+    _check_outputs(a)
     history = None if a.no_history else History(a.history)
     if a.recipe:
         recipe = Recipe.load(a.recipe)
+        if recipe.export.formats and recipe.export.out_dir and not a.out:
+            _check_export_folder("export.out_dir", recipe.export.out_dir)
         if not recipe.data.path and not recipe.model.checkpoint:
             a.data = None
             _default_data(a, recipe.model.name)
@@ -108,19 +112,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
 
     result = pipeline.run(recipe, on_progress=log, history=history, source="cli", start=start)
-    for w in result.warnings:                  # e.g. a history that could not be written
+    saved = _save(a, recipe, result) if a.save else {}
+    for w in result.warnings:                  # e.g. a history or a --save that could not be written
         print(f"warning: {w}", file=sys.stderr, flush=True)
     out = result.to_json()
-    if a.save:
-        if recipe.quantize is None:
-            loaded = result.loaded
-            meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
-            save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
-                          a.save, meta=meta)
-            out["artifacts"]["checkpoint"] = str(a.save)
-        else:
-            Path(a.save).write_bytes(result.model.onnx)
-            out["artifacts"]["onnx"] = str(a.save)
+    out["artifacts"].update(saved)
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -144,6 +140,54 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if result.run_id is not None and not result.warnings:
         print(f"recorded as run {result.run_id} in {history.path}")
     return 0
+
+
+def _save(a: argparse.Namespace, recipe: Recipe, result) -> dict:
+    """Write ``--save`` whole or not at all; {artifact kind: path}. A failure after the work
+    (no space, a read-only folder) is a warning on the result, which is printed as usual."""
+    try:
+        if recipe.quantize is None:
+            loaded = result.loaded
+            meta = {"steps": [{k: v for k, v in s.items() if k != "report"} for s in result.steps]}
+            save_artifact(LoadedModel(result.model, loaded.spec, loaded.weights_note, loaded.trained),
+                          Path(a.save).expanduser(), meta=meta)
+            return {"checkpoint": str(a.save)}
+        with atomic_write(Path(a.save).expanduser()) as f:
+            f.write(result.model.onnx)
+        return {"onnx": str(a.save)}
+    except OSError as e:
+        kept = result.artifacts.get("model")
+        result.warnings.append(f"--save {a.save} could not be written ({e.strerror or e}); nothing was left "
+                               "there. " + (f"The model is kept as run {result.run_id}'s: {kept}." if kept else
+                                            "The figures below are kept; run again to save the model."))
+        return {}
+
+
+# The files a run will write are checked before anything is loaded or measured: a message
+# now, not a traceback after the whole run.
+
+def _check_outputs(a: argparse.Namespace) -> None:
+    """``--save`` names a file (not a folder) in a folder that exists; ``--out`` can be a folder."""
+    if a.save:
+        p = Path(a.save).expanduser()
+        if p.is_dir():
+            raise CompressError(f"--save {a.save} is a folder; give a file name, e.g. {p / 'model.pt'}.")
+        if not p.parent.is_dir():
+            what = "is a file, not a folder" if p.parent.exists() else "does not exist"
+            raise CompressError(f"--save {a.save}: the folder {p.parent} {what}; create it or choose another.")
+    if a.out:
+        _check_export_folder("--out", a.out)
+
+
+def _check_export_folder(flag: str, folder: str) -> None:
+    """The export folder is a folder, or can be made (nothing on its path is a file)."""
+    out = Path(folder).expanduser()
+    for q in (out, *out.parents):              # the nearest part of the path that exists
+        if q.exists():
+            if not q.is_dir():
+                raise CompressError(f"{flag} {folder}: {q} is a file; the exported files go in a folder. "
+                                    "Give a folder path.")
+            return
 
 
 def _start_from(a: argparse.Namespace, flags_recipe, history):

@@ -6,14 +6,18 @@ Paths always come from the user (CLI flag, environment variable or the dashboard
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from compress.errors import DataError
+from compress.errors import CacheError, DataError
 from compress.paths import ASSETS, cache_dir
 
 
@@ -30,6 +34,7 @@ class ImageList:
     paths: tuple[Path, ...]
     labels: Optional[tuple[int, ...]]
     classes: Optional[tuple[str, ...]]
+    notes: tuple[str, ...] = ()       # what the user should know about the set (empty class folders)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -42,11 +47,22 @@ class ImageList:
         idx = [int(i) for i in indices]
         return ImageList(self.root, self.layout, tuple(self.paths[i] for i in idx),
                          None if self.labels is None else tuple(self.labels[i] for i in idx),
-                         self.classes)
+                         self.classes, self.notes)
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` (under ``root``) is hidden: it, or a folder between, is named with a
+    leading dot. That covers macOS's ``.DS_Store`` and its AppleDouble ``._photo.jpg`` files
+    (metadata with a photo's suffix, not photos) and folders such as ``.ipynb_checkpoints``.
+    Every scan of the user's folders skips them (datasets here, photos to classify)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _images_under(folder: Path, root: Path, recursive: bool = True) -> list[Path]:
+    """The image files (by suffix, hidden ones skipped) under ``folder``, sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not is_hidden(p, root))
 
 
 def scan_folder(path: str | os.PathLike, allow_unlabelled: bool = False) -> ImageList:
@@ -62,17 +78,22 @@ def scan_folder(path: str | os.PathLike, allow_unlabelled: bool = False) -> Imag
         return _scan_labels_csv(root, labels_csv)
     subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if subdirs:
-        paths, labels, classes = [], [], []
+        paths, labels, classes, empty = [], [], [], []
         for name in subdirs:
-            files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
+            files = _images_under(root / name, root)
             if not files:
+                empty.append(name)
                 continue
             classes.append(name)
             paths.extend(files)
             labels.extend([len(classes) - 1] * len(files))
         if paths:
-            return ImageList(root, "imagefolder", tuple(paths), tuple(labels), tuple(classes))
-    files = sorted(p for p in root.iterdir() if _is_image(p))
+            notes = (f"{len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
+                     f"{'hold' if len(empty) > 1 else 'holds'} no images and {'are' if len(empty) > 1 else 'is'} "
+                     f"left out: {', '.join(empty[:8])}{', …' if len(empty) > 8 else ''}. Accuracy is over "
+                     f"the other {len(classes)} classes only.",) if empty else ()
+            return ImageList(root, "imagefolder", tuple(paths), tuple(labels), tuple(classes), notes)
+    files = _images_under(root, root, recursive=False)
     if files and allow_unlabelled:
         return ImageList(root, "unlabelled", tuple(files), None, None)
     if files:
@@ -88,7 +109,8 @@ def _scan_labels_csv(root: Path, labels_csv: Path) -> ImageList:
     image_dir = root / "images" if (root / "images").is_dir() else root
     paths, labels = [], []
     try:
-        with open(labels_csv, newline="") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
                 raise DataError(f"{labels_csv} must have a header with columns 'file' and 'label' "
@@ -176,7 +198,7 @@ def for_model(images: "ImageList", num_classes: int, model_name: str, categories
         return images
     idx = class_indices(images.classes, num_classes, model_name, categories, where=where or str(images.root))
     return ImageList(images.root, images.layout, images.paths, tuple(idx[y] for y in images.labels),
-                     images.classes)
+                     images.classes, images.notes)
 
 
 def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
@@ -193,20 +215,58 @@ def resolve_cifar10(path: str | os.PathLike, split: str = "test") -> Path:
     if p.is_file():
         if not tarfile.is_tarfile(p):
             raise DataError(f"{p} is neither a folder nor a tar archive of CIFAR-10.")
-        digest = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
-        target = cache_dir() / f"cifar10-{digest}"
-        done = target / ".unpacked"
-        if not done.exists():
-            target.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(p) as tar:
-                tar.extractall(target, filter="data")
-            done.touch()
-        p = target
+        p = unpack_to_cache(p, "cifar10")
     for candidate in (p / "cifar10" / split, p / split, p):
         if candidate.is_dir() and all((candidate / c).is_dir() for c in CIFAR10_CLASSES):
             return candidate
     raise DataError(f"No CIFAR-10 '{split}' split found under {path}: expected "
                     f"cifar10/{split}/<class>/*.jpg with the ten class folders.")
+
+
+def unpack_to_cache(tarball: Path, kind: str) -> Path:
+    """The cache folder ``tarball`` is unpacked in, unpacked now if it is not yet.
+
+    The cache never holds a partial unpack: the archive is unpacked into a temporary folder
+    next to the final one, which is renamed only when every file is out (a folder of the
+    final name is complete; one from an earlier version without its ``.unpacked`` mark is
+    unpacked again). A truncated or damaged archive, or a cache that cannot be written,
+    is a DataError / CacheError naming the file, and leaves nothing behind."""
+    st = tarball.stat()
+    digest = hashlib.sha1(f"{tarball.resolve()}:{st.st_size}:{st.st_mtime}".encode()).hexdigest()[:12]
+    cache = cache_dir()
+    target = cache / f"{kind}-{digest}"
+    if (target / ".unpacked").exists():
+        return target
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{target.name}.", suffix=".partial"))
+    except OSError as e:
+        raise CacheError(f"The cache folder {cache} cannot be written ({e.strerror}); {tarball.name} is unpacked "
+                         "there. Set COMPRESSION_LAB_CACHE to a folder you can write.") from None
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / ".unpacked").touch()
+        if not (target / ".unpacked").exists():     # else another process finished first: use its
+            if target.exists():                      # an earlier version's unpack, stopped part-way
+                shutil.rmtree(target)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not (target / ".unpacked").exists():   # not another process's complete unpack
+                    raise
+    except tarfile.FilterError as e:
+        raise DataError(f"{tarball} holds a file that would be unpacked outside its folder ({e}); it is not "
+                        "a dataset archive this program unpacks.") from None
+    except (EOFError, tarfile.TarError, zlib.error) as e:
+        raise DataError(f"{tarball} is truncated or damaged: {e}. Download or copy it again.") from None
+    except OSError as e:                        # no space, a read-only cache, or a gzip that is not one
+        what = "is truncated or damaged" if isinstance(e, gzip.BadGzipFile) else "cannot be unpacked into the cache"
+        raise DataError(f"{tarball} {what} ({e.strerror or e}). "
+                        + ("" if isinstance(e, gzip.BadGzipFile) else
+                           f"Free space in {cache} or set COMPRESSION_LAB_CACHE to another folder.")) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def has_train_split(path: str | os.PathLike) -> bool:

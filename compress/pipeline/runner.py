@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.export import FORMATS, export
-from compress.paths import cache_dir
+from compress.paths import atomic_write, cache_dir
 from compress.progress import Cancel, OnProgress, emit
 from compress.quantize import MODES
 from compress.quantize import validate as validate_quant
@@ -32,7 +32,11 @@ def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Option
     recorded as running, then done with its figures and model file, or failed with its
     error. ``loaded``/``sets`` let a caller that already holds the model and images pass
     them; ``start`` skips the steps a Point has already done (its model is measured in
-    this run too, as ``start_profile``)."""
+    this run too, as ``start_profile``).
+
+    An exception (a CompressError, Ctrl-C's KeyboardInterrupt, …) leaves with ``run_id`` set
+    on it: the history row it was recorded as (failed, or cancelled), or None, so that the
+    caller can name the row in its one-line message."""
     validate(recipe)
     done = done_sections(start, recipe)
     warnings: list[str] = []
@@ -41,12 +45,12 @@ def run(recipe: Recipe, on_progress: Optional[OnProgress] = None, cancel: Option
     run_id = record.start(recipe, source, str(ctx.device), ctx.versions)
     try:
         result = _run(ctx, recipe, start if done else None, done)
+        warnings.extend(result.warnings)                       # e.g. a format that could not be exported
+        result.run_id, result.warnings = run_id, warnings     # one list: finishing may add to it
+        record.finish(result)
     except BaseException as e:
-        record.fail(run_id, e)
+        e.run_id = run_id if record.fail(run_id, e) else None
         raise
-    warnings.extend(result.warnings)                       # e.g. a format that could not be exported
-    result.run_id, result.warnings = run_id, warnings     # one list: finishing may add to it
-    record.finish(result)
     return result
 
 
@@ -83,13 +87,20 @@ def _run(ctx: _Context, recipe: Recipe, start: Optional[Point], done: tuple) -> 
                     before=before, after=after, steps=steps, model=model, float_model=float_model,
                     versions=ctx.versions, reports=raw, loaded=ctx.loaded,
                     start_run=start.run_id if start is not None else None, start_profile=start_profile)
-    result.warnings.extend(ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
+    result.warnings.extend(_data_notes(ctx.sets) + ctx.warnings + chance_warnings(before, after, ctx.spec.num_classes))
     if result.data is not None and after is not before:
         result.changed = changed_images(result.data, before, after, ctx.spec.categories)
     if recipe.export.formats:
         _export(result, ctx)
     result.seconds = time.perf_counter() - t_all
     return result
+
+
+def _data_notes(sets) -> list[str]:
+    """What the evaluation images' folder scan noted (e.g. class folders left out for holding
+    no images). EvalSets has no field of its own for it: the scoring pool is an ImageList
+    cut from the same scan, and carries the scan's notes."""
+    return list(getattr(getattr(sets, "pool", None), "notes", ()))
 
 
 def _time_run(ctx: _Context, before: dict, start: Optional[Point], start_profile: Optional[dict],
@@ -188,7 +199,7 @@ def run_variants(recipe: Recipe, variants: Sequence, on_progress: Optional[OnPro
             outcome[i] = {"config": qc, "error": str(e)}
     results, baselines = _time_variants(ctx, record, before, reference, distinct, float_model, made, outcome,
                                         todo, start if done else None)
-    warnings.extend(ctx.warnings)
+    warnings.extend(_data_notes(ctx.sets) + ctx.warnings)
     return Variants(before=before, reference=reference, results=results, data=ctx.data_json(),
                     warnings=warnings, baselines=baselines)
 
@@ -256,18 +267,25 @@ def _export(result: Result, ctx: _Context) -> None:
     t0 = time.perf_counter()
     for i, fmt in enumerate(result.recipe.export.formats):
         emit(ctx.on_progress, "export", i / len(result.recipe.export.formats), f"writing {fmt}")
+        path = out / f"{base}{FORMATS[fmt].suffix}"
         try:
-            e = export(result.model, fmt, out / f"{base}{FORMATS[fmt].suffix}", spec.input_size, batches,
-                       loaded=ctx.loaded, meta=meta)
-        except CompressError as err:       # one format that cannot take the model does not stop the rest
+            e = export(result.model, fmt, path, spec.input_size, batches, loaded=ctx.loaded, meta=meta)
+        except (CompressError, OSError) as err:   # one format that cannot take the model, or a full
+            if isinstance(err, OSError):          # disk, does not stop the rest nor lose the result
+                path.unlink(missing_ok=True)      # no half-written file
+                err = f"{path} could not be written ({err.strerror or err}); nothing was left there."
             result.export_errors[fmt] = str(err)
             result.warnings.append(f"{fmt}: {err}")
             continue
         result.exports[fmt] = e.to_json()
         result.artifacts[fmt] = e.path
     card = out / f"{base}.md"
-    card.write_text(model_card(result))
-    result.artifacts["model_card"] = str(card)
+    try:
+        with atomic_write(card) as f:
+            f.write(model_card(result).encode())
+        result.artifacts["model_card"] = str(card)
+    except OSError as err:
+        result.warnings.append(f"The model card {card} could not be written ({err.strerror or err}).")
     result.steps.append({"step": "export", "config": {"formats": list(result.recipe.export.formats),
                                                       "out_dir": str(out)},
                          "seconds": round(time.perf_counter() - t0, 3), "report": result.exports})

@@ -45,34 +45,45 @@ class _Record:
     def finish(self, result: Result) -> None:
         if result.run_id is None or self.history is None:
             return
-        self._save_model(result)
+        note = self._save_model(result)
         steps = result.steps + ([{"step": "start", "config": {"run": result.start_run}, "seconds": 0,
                                   "report": {"profile": result.start_profile}}] if result.start_run else [])
         self._safe("finished", self.history.finish, result.run_id, result.before, result.after, steps,
-                   result.artifacts, result.data, result.changed)
+                   result.artifacts, result.data, result.changed, note)
 
-    def fail(self, run_id: Optional[int], e: BaseException) -> None:
+    def fail(self, run_id: Optional[int], e: BaseException) -> bool:
+        """Mark run ``run_id`` as ended by ``e``: ``cancelled`` when its user stopped it (the
+        cancel flag, or Ctrl-C), else ``failed`` with the message. Whether the row was written."""
         if run_id is None or self.history is None:
-            return
+            return False
         status = "failed"
-        if isinstance(e, Cancelled):
+        if isinstance(e, KeyboardInterrupt):
+            status, msg = "cancelled", "cancelled by the user (Ctrl-C)"
+        elif isinstance(e, Cancelled):
             status, msg = "cancelled", f"cancelled by the user ({e})" if str(e) else "cancelled by the user"
         elif isinstance(e, CompressError):
             msg = str(e)
-        elif not isinstance(e, Exception):     # KeyboardInterrupt, or Streamlit stopping a page's script
-            msg = "stopped before it finished (interrupted, or the page that ran it was reloaded or left)"
+        elif not isinstance(e, Exception):     # e.g. Streamlit stopping a page's script
+            msg = "stopped before it finished (the page that ran it was reloaded or left)"
         else:
             msg = f"{type(e).__name__}: {e}"
         self._safe(f"marked {status}", self.history.fail, run_id, msg or type(e).__name__, status)
+        return self.history is not None
 
-    def _save_model(self, result: Result) -> None:
+    def _save_model(self, result: Result) -> Optional[str]:
+        """Keep the run's model next to the history (written whole or not at all). A failure
+        (no space, a read-only folder) is a warning, and the note the row is finished with;
+        the figures are kept either way."""
         try:
             path = save_model(result.model, result.loaded, self.history.artifact_dir(result.run_id),
                               meta={"run_id": result.run_id, "recipe": result.recipe.to_dict()})
             result.artifacts["model"] = str(path)
+            return None
         except (OSError, CompressError) as e:
-            result.warnings.append(f"The model of run {result.run_id} could not be saved next to the "
-                                   f"history ({e}); the result is kept in this session.")
+            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+            note = f"The model of run {result.run_id} could not be saved next to the history ({why})."
+            result.warnings.append(f"{note} The result is kept in this session.")
+            return note
 
 
 def save_model(model, loaded, folder: Path, meta: Optional[dict] = None) -> Path:

@@ -24,7 +24,8 @@ from compress.prune.layers import (MAX_PRUNING_RATIO, default_protected, output_
 from compress.prune.batchnorm import reestimate_batchnorm, with_reestimated_batchnorm
 from compress.prune.structured import (GroupReport, ImportanceReport, Recover, StructuredConfig,
                                        check_removes_something, importance_report, prune_iterative,
-                                       prune_structured, search_ratio, validate)
+                                       prune_structured, search_ratio, validate,
+                                       validate_structured)
 from compress.prune.sensitivity import (SENSITIVITY_RATIOS, SensitivityRow, SensitivityTable, sensitivity,
                                         sensitivity_units)
 from compress.prune.unstructured import (METHODS as UNSTRUCTURED_METHODS, SparsityReport, UnstructuredConfig,
@@ -38,5 +39,5 @@ __all__ = [
     "UNSTRUCTURED_METHODS", "UnstructuredConfig", "check_removes_something", "default_protected", "estimate",
     "importance_report", "output_layers", "projection_layers", "prunable_layers", "prune_iterative",
     "prune_structured", "prune_unstructured", "reestimate_batchnorm", "search_ratio", "sensitivity",
-    "sensitivity_units", "sparsity", "validate", "validate_unstructured", "with_reestimated_batchnorm",
+    "sensitivity_units", "sparsity", "validate", "validate_structured", "validate_unstructured", "with_reestimated_batchnorm",
 ]

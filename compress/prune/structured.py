@@ -89,8 +89,9 @@ def _module_names(model: nn.Module) -> dict[nn.Module, str]:
     return {m: n for n, m in model.named_modules()}
 
 
-def validate(model: nn.Module, cfg: StructuredConfig) -> None:
-    """Raise PruneError for a config that cannot apply to ``model`` (cheap: no tracing)."""
+def validate_structured(cfg: StructuredConfig) -> None:
+    """Raise PruneError for a config that cannot apply to any model (no model needed: a
+    recipe file is checked with this before anything is loaded)."""
     criteria.get(cfg.criterion)                 # PruneError for an unknown name
     if cfg.scope not in ("uniform", "global"):
         raise PruneError(f"Unknown scope {cfg.scope!r}: use 'uniform' or 'global'.")
@@ -104,6 +105,11 @@ def validate(model: nn.Module, cfg: StructuredConfig) -> None:
     if cfg.ratio is not None and not 0.0 <= cfg.ratio <= 0.9:
         raise PruneError(f"Pruning ratio {cfg.ratio} is out of range: use 0 to 0.9 "
                          "(1.0 would remove every channel).")
+
+
+def validate(model: nn.Module, cfg: StructuredConfig) -> None:
+    """Raise PruneError for a config that cannot apply to ``model`` (cheap: no tracing)."""
+    validate_structured(cfg)
     names = dict(model.named_modules())
     outputs = output_layers(model)
     for name, r in cfg.layer_ratios:
