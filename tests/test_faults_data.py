@@ -197,3 +197,37 @@ def test_a_cache_folder_that_even_root_cannot_write_is_a_message(tmp_path, monke
     with pytest.raises(CompressError, match=r"^The cache folder /proc cannot be written \(.*\); c\.tar\.gz is "
                                             r"unpacked there\. Set COMPRESSION_LAB_CACHE"):
         open_labelled(tar)
+
+
+def test_decoded_photos_survive_a_cache_that_cannot_be_written_or_is_damaged(tmp_path, monkeypatch):
+    """decode_to_tensor's cache is a convenience: a failed write (a full disk) leaves no file
+    and still returns the photos; a damaged cache file is decoded again, never trusted."""
+    import errno
+
+    import torch
+
+    from compress import data as D
+    from compress.data import loaders
+    from compress.data.folders import ImageList
+    folder = tmp_path / "photos" / "cat"
+    folder.mkdir(parents=True)
+    for i, data in enumerate(_cifar_photos(3, ("cat",))["cat"]):
+        (folder / f"{i}.jpg").write_bytes(data)
+    images = D.scan_folder(tmp_path / "photos")
+    assert isinstance(images, ImageList) and len(images) == 3
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COMPRESSION_LAB_CACHE", str(cache))
+    real = loaders.atomic_write
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(loaders, "atomic_write", full_disk)
+    x, y = D.decode_to_tensor(images, 32)
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == [0, 0, 0]
+    assert not list(cache.glob("decoded-*"))                        # nothing written, nothing partial
+    monkeypatch.setattr(loaders, "atomic_write", real)
+    x2, _ = D.decode_to_tensor(images, 32)                           # now cached, whole
+    (cached,) = cache.glob("decoded-*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])                    # damaged (e.g. an old crash)
+    x3, _ = D.decode_to_tensor(images, 32)
+    assert torch.equal(x, x2) and torch.equal(x, x3)

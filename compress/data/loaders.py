@@ -3,6 +3,7 @@ scoring pools kept apart, decoded-tensor caches and loaders.
 """
 from __future__ import annotations
 
+import io
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress.distributed import world
 from compress.errors import DataError, ImageError
 from compress.images import open_image_file
-from compress.paths import cache_dir
+from compress.paths import atomic_write, cache_dir
 from compress.zoo import describe_data
 from compress.data.folders import ImageList, check_labels_fit, for_model, open_labelled, open_training
 
@@ -87,8 +88,11 @@ def decode_to_tensor(images: ImageList, size: int) -> tuple[torch.Tensor, torch.
     key = hashlib.sha1(("\n".join(map(str, images.paths)) + f"|{size}").encode()).hexdigest()[:16]
     cached = cache_dir() / f"decoded-{key}.pt"
     if cached.exists():
-        blob = torch.load(cached, weights_only=True)
-        return blob["x"], blob["y"]
+        try:
+            blob = torch.load(cached, weights_only=True)
+            return blob["x"], blob["y"]
+        except Exception:  # noqa: BLE001 - a damaged cache file is decoded again, never trusted
+            pass
     x = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(images.paths):
         im = open_rgb(p)
@@ -96,9 +100,15 @@ def decode_to_tensor(images: ImageList, size: int) -> tuple[torch.Tensor, torch.
             im = im.resize((size, size), Image.BILINEAR)
         x[i] = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
     y = torch.tensor(images.labels if images.labels is not None else [-1] * len(images))
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")   # atomic: torchrun ranks may decode at once
-    torch.save({"x": x, "y": y}, tmp)
-    os.replace(tmp, cached)
+    # the cache is a convenience: written whole or not at all (torchrun ranks may decode at
+    # once), and a disk that cannot take it (full, read-only) costs only the next decode
+    buf = io.BytesIO()
+    torch.save({"x": x, "y": y}, buf)
+    try:
+        with atomic_write(cached) as f:
+            f.write(buf.getvalue())
+    except OSError:
+        pass
     return x, y
 
 
