@@ -46,7 +46,8 @@ def rung_notes(before: dict, after: dict, point: Optional[dict], max_drop: float
     if point is None:
         return out
     if over_budget(point, max_drop):
-        out["warning"] = (f"This model loses more than the {max_drop:g} points you allowed: it is on the ladder "
+        points = "point" if max_drop == 1 else "points"
+        out["warning"] = (f"This model loses more than the {max_drop:g} {points} you allowed: it is on the ladder "
                           "because nothing measured is smaller or faster at its accuracy.")
     out["against"] = (f"Against the original: {speed_phrase(before, after) or 'speed not stated'}. "
                       f"Accuracy on {acc['n']} images (95% interval {acc['ci95'][0]:.1f}–"
